@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/console"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// readChunk bounds one ReadStdio answer; pipes are grown to match so one
+// read drains what the process wrote.
+const readChunk = 1 << 20
+
+// process is the init process or an exec'd process of a container.
+type process struct {
+	containerID, execID string
+
+	mu       sync.Mutex
+	pid      int
+	io       runc.IO
+	console  console.Console
+	stdin    io.WriteCloser
+	stdout   io.Reader
+	stderr   io.Reader
+	readMu   [3]sync.Mutex
+	started  bool
+	exited   chan struct{}
+
+	// Set for an exec'd process until it starts.
+	spec          *specs.Process
+	wantStdin     bool
+	consoleSocket *runc.Socket
+
+	status   int
+	exitedAt time.Time
+}
+
+func newProcess(containerID, execID string) *process {
+	return &process{containerID: containerID, execID: execID, exited: make(chan struct{})}
+}
+
+// setPipes takes the process's stdio from go-runc's pipes.
+func (p *process) setPipes(pio runc.IO) {
+	p.io = pio
+	p.stdin = pio.Stdin()
+	p.stdout = pio.Stdout()
+	p.stderr = pio.Stderr()
+	for _, r := range []io.Reader{p.stdout, p.stderr} {
+		if f, ok := r.(*os.File); ok {
+			_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, readChunk)
+		}
+	}
+}
+
+// setConsole takes the process's stdio from its terminal.
+func (p *process) setConsole(c console.Console) {
+	p.console = c
+	p.stdin = c
+	p.stdout = c
+}
+
+func (p *process) setExited(status int, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.status = status
+	p.exitedAt = at
+	close(p.exited)
+}
+
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// read returns what the process wrote to fd (1 or 2), blocking until there
+// is something; eof once the stream is closed.
+func (p *process) read(fd int) (data []byte, eof bool, err error) {
+	var r io.Reader
+	switch fd {
+	case 1:
+		r = p.stdout
+	case 2:
+		r = p.stderr
+	}
+	if r == nil {
+		return nil, true, nil
+	}
+	p.readMu[fd].Lock()
+	defer p.readMu[fd].Unlock()
+	buf := make([]byte, readChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			return buf[:n], false, nil
+		}
+		// A terminal's master reads EIO once the last slave is closed.
+		if err == io.EOF || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
+			return nil, true, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// closeIO releases the host-facing ends of the process's stdio.
+func (p *process) closeIO() {
+	if p.io != nil {
+		_ = p.io.Close()
+	}
+	if p.console != nil {
+		_ = p.console.Close()
+	}
+}
+
+func consoleSize(width, height uint32) console.WinSize {
+	return console.WinSize{Width: uint16(width), Height: uint16(height)}
+}

@@ -1,0 +1,626 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+)
+
+const (
+	runcBinary    = "/sbin/runc"
+	runcRoot      = "/run/runc"
+	containersDir = "/run/vzrun/containers"
+	sharesDir     = "/run/vzrun/shares"
+)
+
+// container is one OCI container in the guest.
+type container struct {
+	id     string
+	bundle string
+	runc   *runc.Runc
+	init   *process
+	execs  map[string]*process
+	mounts []string // unmounted on delete, last first
+}
+
+// Service implements api.AgentService.
+type Service struct {
+	exits   *exitTable
+	startNs int64
+	readyNs int64
+
+	mu         sync.Mutex
+	containers map[string]*container
+	shares     map[string]string // virtio-fs tag -> mount point
+}
+
+var _ api.AgentService = (*Service)(nil)
+
+// NewService returns the agent service; exits must be fed by the subreaper.
+func NewService(exits *exitTable, startNs int64) *Service {
+	return &Service{exits: exits, startNs: startNs, containers: map[string]*container{}, shares: map[string]string{}}
+}
+
+func (s *Service) Hello(ctx context.Context, _ *api.HelloRequest) (*api.HelloResponse, error) {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return &api.HelloResponse{
+		KernelRelease: unix.ByteSliceToString(u.Release[:]),
+		AgentStartNs:  s.startNs,
+		AgentReadyNs:  s.readyNs,
+	}, nil
+}
+
+func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (_ *api.CreateContainerResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	id := req.ContainerId
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return nil, fmt.Errorf("container id %q: %w", id, errdefs.ErrInvalidArgument)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(req.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("decoding spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[id]; ok {
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrAlreadyExists)
+	}
+	c := &container{id: id, bundle: filepath.Join(containersDir, id), execs: map[string]*process{}}
+	defer func() {
+		if retErr != nil {
+			c.cleanup()
+		}
+	}()
+	if err := os.MkdirAll(c.bundle, 0o711); err != nil {
+		return nil, err
+	}
+	root, err := s.mountRootfs(c, req.Rootfs)
+	if err != nil {
+		return nil, err
+	}
+	shares := map[string]string{}
+	for _, sh := range req.Shares {
+		mp, err := s.mountShare(sh.Tag)
+		if err != nil {
+			return nil, err
+		}
+		shares[sh.HostPath] = filepath.Join(mp, sh.Path)
+	}
+	if err := guestSpec(&spec, id, root, shares); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(&spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(c.bundle, "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	c.runc = &runc.Runc{
+		Command:   runcBinary,
+		Root:      runcRoot,
+		Log:       filepath.Join(c.bundle, "runc.log"),
+		LogFormat: runc.JSON,
+	}
+	c.init = newProcess(id, "")
+	pidFile := filepath.Join(c.bundle, "init.pid")
+	opts := &runc.CreateOpts{PidFile: pidFile}
+	if err := c.init.prepareIO(spec.Process, req.Stdin, func(cs runc.ConsoleSocket, io runc.IO) {
+		opts.ConsoleSocket, opts.IO = cs, io
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.runc.Create(ctx, id, c.bundle, opts); err != nil {
+		c.init.closeIO()
+		return nil, c.runcError("creating container", err)
+	}
+	pid, err := c.init.finishIO(pidFile)
+	if err != nil {
+		_ = c.runc.Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
+		return nil, err
+	}
+	s.exits.register(pid, c.init)
+	s.containers[id] = c
+	return &api.CreateContainerResponse{Pid: uint32(pid)}, nil
+}
+
+// mountRootfs mounts the container's root and returns its guest path.
+func (s *Service) mountRootfs(c *container, r *api.Rootfs) (string, error) {
+	if r == nil {
+		return "", fmt.Errorf("no rootfs: %w", errdefs.ErrInvalidArgument)
+	}
+	switch r.Type {
+	case "virtiofs":
+		mp, err := s.mountShare(r.Source)
+		if err != nil {
+			return "", err
+		}
+		return filepath.Join(mp, r.Path), nil
+	case "ext4", "erofs":
+		dev, err := findDisk(r.Source)
+		if err != nil {
+			return "", err
+		}
+		mp := filepath.Join(c.bundle, "rootfs")
+		if err := os.MkdirAll(mp, 0o755); err != nil {
+			return "", err
+		}
+		var flags uintptr
+		if r.Type == "erofs" {
+			flags |= unix.MS_RDONLY
+		}
+		if err := unix.Mount(dev, mp, r.Type, flags, strings.Join(r.Options, ",")); err != nil {
+			return "", fmt.Errorf("mounting %s rootfs %s (%s): %w", r.Type, dev, strings.Join(r.Options, ","), err)
+		}
+		c.mounts = append(c.mounts, mp)
+		return filepath.Join(mp, r.Path), nil
+	}
+	return "", fmt.Errorf("rootfs type %q: %w", r.Type, errdefs.ErrNotImplemented)
+}
+
+// mountShare mounts a virtio-fs tag once; containers share the mount.
+// Called with s.mu held.
+func (s *Service) mountShare(tag string) (string, error) {
+	if mp, ok := s.shares[tag]; ok {
+		return mp, nil
+	}
+	mp := filepath.Join(sharesDir, tag)
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(tag, mp, "virtiofs", 0, ""); err != nil {
+		return "", fmt.Errorf("mounting virtio-fs %s: %w", tag, err)
+	}
+	s.shares[tag] = mp
+	return mp, nil
+}
+
+// findDisk finds the virtio-blk disk whose serial is serial.
+func findDisk(serial string) (string, error) {
+	disks, _ := filepath.Glob("/sys/block/vd*/serial")
+	for _, d := range disks {
+		b, err := os.ReadFile(d)
+		if err == nil && strings.TrimSpace(string(b)) == serial {
+			return "/dev/" + filepath.Base(filepath.Dir(d)), nil
+		}
+	}
+	return "", fmt.Errorf("no disk with serial %s: %w", serial, errdefs.ErrNotFound)
+}
+
+// runcError turns a failed runc command into an error carrying runc's own
+// message from its log.
+func (c *container) runcError(what string, err error) error {
+	msg := lastRuncError(c.runc.Log)
+	if msg == "" {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: runc: %s", what, msg)
+}
+
+func lastRuncError(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var msg string
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &e) == nil && (e.Level == "error" || e.Level == "fatal") {
+			msg = e.Msg
+		}
+	}
+	return msg
+}
+
+func (c *container) cleanup() {
+	for i := len(c.mounts) - 1; i >= 0; i-- {
+		_ = unix.Unmount(c.mounts[i], unix.MNT_DETACH)
+	}
+	_ = os.RemoveAll(c.bundle)
+}
+
+// prepareIO makes the process's stdio: a console socket for a terminal,
+// else pipes. set receives what runc must be given.
+func (p *process) prepareIO(ps *specs.Process, stdin bool, set func(runc.ConsoleSocket, runc.IO)) error {
+	if ps != nil && ps.Terminal {
+		sock, err := runc.NewTempConsoleSocket()
+		if err != nil {
+			return fmt.Errorf("making console socket: %w", err)
+		}
+		p.consoleSocket = sock
+		set(sock, nil)
+		return nil
+	}
+	var uid, gid int
+	if ps != nil {
+		uid, gid = int(ps.User.UID), int(ps.User.GID)
+	}
+	pio, err := runc.NewPipeIO(uid, gid, func(o *runc.IOOption) { o.OpenStdin = stdin })
+	if err != nil {
+		return fmt.Errorf("making stdio pipes: %w", err)
+	}
+	p.setPipes(pio)
+	set(nil, pio)
+	return nil
+}
+
+// finishIO takes the terminal from the console socket, if any, and reads
+// the process's pid.
+func (p *process) finishIO(pidFile string) (int, error) {
+	if p.consoleSocket != nil {
+		defer p.consoleSocket.Close()
+		con, err := p.consoleSocket.ReceiveMaster()
+		if err != nil {
+			return 0, fmt.Errorf("receiving the terminal: %w", err)
+		}
+		p.setConsole(con)
+		p.consoleSocket = nil
+	}
+	pid, err := runc.ReadPidFile(pidFile)
+	if err != nil {
+		return 0, fmt.Errorf("reading pid file: %w", err)
+	}
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+	return pid, nil
+}
+
+func (s *Service) container(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (s *Service) process(id, execID string) (*container, *process, error) {
+	c, err := s.container(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if execID == "" {
+		return c, c.init, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, nil, fmt.Errorf("process %s in container %s: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return c, p, nil
+}
+
+func (s *Service) Start(ctx context.Context, req *api.StartRequest) (_ *api.StartResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	started := p.started
+	p.started = true
+	p.mu.Unlock()
+	if started {
+		return nil, fmt.Errorf("process %q of %s already started: %w", req.ExecId, req.ContainerId, errdefs.ErrFailedPrecondition)
+	}
+	if req.ExecId == "" {
+		if err := c.runc.Start(ctx, c.id); err != nil {
+			return nil, c.runcError("starting container", err)
+		}
+		return &api.StartResponse{Pid: uint32(p.pid)}, nil
+	}
+	if c.init.hasExited() {
+		return nil, fmt.Errorf("container %s is not running: %w", c.id, errdefs.ErrFailedPrecondition)
+	}
+	pidFile := filepath.Join(c.bundle, "exec-"+req.ExecId+".pid")
+	opts := &runc.ExecOpts{PidFile: pidFile, Detach: true}
+	if err := p.prepareIO(p.spec, p.wantStdin, func(cs runc.ConsoleSocket, io runc.IO) {
+		opts.ConsoleSocket, opts.IO = cs, io
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.runc.Exec(ctx, c.id, *p.spec, opts); err != nil {
+		p.closeIO()
+		p.setExited(255, time.Now())
+		return nil, c.runcError("exec", err)
+	}
+	pid, err := p.finishIO(pidFile)
+	if err != nil {
+		return nil, err
+	}
+	s.exits.register(pid, p)
+	return &api.StartResponse{Pid: uint32(pid)}, nil
+}
+
+func (s *Service) Exec(ctx context.Context, req *api.ExecRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if req.ExecId == "" || strings.ContainsAny(req.ExecId, "/\x00") {
+		return nil, fmt.Errorf("exec id %q: %w", req.ExecId, errdefs.ErrInvalidArgument)
+	}
+	var ps specs.Process
+	if err := json.Unmarshal(req.Process, &ps); err != nil {
+		return nil, fmt.Errorf("decoding process: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if len(ps.Args) == 0 {
+		return nil, fmt.Errorf("process has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	ps.ApparmorProfile, ps.SelinuxLabel = "", ""
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := c.execs[req.ExecId]; ok {
+		return nil, fmt.Errorf("process %s in %s: %w", req.ExecId, c.id, errdefs.ErrAlreadyExists)
+	}
+	p := newProcess(c.id, req.ExecId)
+	p.spec = &ps
+	p.wantStdin = req.Stdin
+	c.execs[req.ExecId] = p
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Signal(ctx context.Context, req *api.SignalRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if req.ExecId == "" {
+		if p.hasExited() && !req.All {
+			return nil, fmt.Errorf("container %s is not running: %w", c.id, errdefs.ErrNotFound)
+		}
+		if err := c.runc.Kill(ctx, c.id, int(req.Signal), &runc.KillOpts{All: req.All}); err != nil {
+			return nil, c.runcError("signalling container", err)
+		}
+		return &api.Empty{}, nil
+	}
+	p.mu.Lock()
+	pid := p.pid
+	p.mu.Unlock()
+	if pid == 0 || p.hasExited() {
+		return nil, fmt.Errorf("process %s is not running: %w", req.ExecId, errdefs.ErrNotFound)
+	}
+	if err := unix.Kill(pid, syscall.Signal(req.Signal)); err != nil {
+		return nil, fmt.Errorf("signalling %s: %w", req.ExecId, err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Wait(ctx context.Context, req *api.WaitRequest) (_ *api.WaitResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &api.WaitResponse{ExitStatus: uint32(p.status), ExitedAtUnixNano: p.exitedAt.UnixNano()}, nil
+}
+
+func (s *Service) ReadStdio(ctx context.Context, req *api.ReadStdioRequest) (_ *api.ReadStdioResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if req.Fd != 1 && req.Fd != 2 {
+		return nil, fmt.Errorf("fd %d: %w", req.Fd, errdefs.ErrInvalidArgument)
+	}
+	data, eof, err := p.read(int(req.Fd))
+	if err != nil {
+		return nil, err
+	}
+	return &api.ReadStdioResponse{Data: data, Eof: eof}, nil
+}
+
+func (s *Service) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.stdin == nil {
+		return nil, fmt.Errorf("process has no stdin: %w", errdefs.ErrFailedPrecondition)
+	}
+	if _, err := p.stdin.Write(req.Data); err != nil {
+		return nil, fmt.Errorf("writing stdin: %w", err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) CloseStdin(ctx context.Context, req *api.CloseStdinRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	// A terminal's stdin is the terminal itself: closing it would hang
+	// up the process, so only pipes are closed.
+	if p.stdin != nil && p.console == nil {
+		_ = p.stdin.Close()
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) ResizePty(ctx context.Context, req *api.ResizePtyRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.console == nil {
+		return nil, fmt.Errorf("process has no terminal: %w", errdefs.ErrFailedPrecondition)
+	}
+	if err := p.console.Resize(consoleSize(req.Width, req.Height)); err != nil {
+		return nil, fmt.Errorf("resizing terminal: %w", err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) State(ctx context.Context, req *api.StateRequest) (_ *api.StateResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	resp := &api.StateResponse{Pid: uint32(p.pid)}
+	switch {
+	case p.hasExited():
+		resp.Status = "stopped"
+		resp.ExitStatus = uint32(p.status)
+	case req.ExecId != "":
+		resp.Status = "running"
+		if !p.started {
+			resp.Status = "created"
+		}
+	default:
+		st, err := c.runc.State(ctx, c.id)
+		if err != nil {
+			return nil, c.runcError("reading state", err)
+		}
+		resp.Status = st.Status
+	}
+	return resp, nil
+}
+
+func (s *Service) Pids(ctx context.Context, req *api.PidsRequest) (_ *api.PidsResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := c.runc.Ps(ctx, c.id)
+	if err != nil {
+		return nil, c.runcError("listing processes", err)
+	}
+	resp := &api.PidsResponse{}
+	for _, p := range pids {
+		resp.Pids = append(resp.Pids, uint32(p))
+	}
+	return resp, nil
+}
+
+func (s *Service) Pause(ctx context.Context, req *api.ContainerRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.runc.Pause(ctx, c.id); err != nil {
+		return nil, c.runcError("pausing", err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Resume(ctx context.Context, req *api.ContainerRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.runc.Resume(ctx, c.id); err != nil {
+		return nil, c.runcError("resuming", err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Update(ctx context.Context, req *api.UpdateRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(req.Resources, &r); err != nil {
+		return nil, fmt.Errorf("decoding resources: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := c.runc.Update(ctx, c.id, &r); err != nil {
+		return nil, c.runcError("updating", err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Stats(ctx context.Context, req *api.ContainerRequest) (_ *api.StatsResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	m, err := cgroup2.Load(filepath.Join("/vzrun", c.id))
+	if err != nil {
+		return nil, fmt.Errorf("loading cgroup of %s: %w", c.id, err)
+	}
+	st, err := m.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading cgroup of %s: %w", c.id, err)
+	}
+	b, err := proto.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	return &api.StatsResponse{CgroupV2Metrics: b}, nil
+}
+
+func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if !c.init.hasExited() && !req.Force {
+		if st, err := c.runc.State(ctx, c.id); err == nil && st.Status != "created" && st.Status != "stopped" {
+			return nil, fmt.Errorf("container %s is %s: %w", c.id, st.Status, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if err := c.runc.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).WithField("id", c.id).Warn("runc delete")
+	}
+	c.init.closeIO()
+	s.mu.Lock()
+	for _, p := range c.execs {
+		p.closeIO()
+	}
+	delete(s.containers, c.id)
+	s.mu.Unlock()
+	c.cleanup()
+	return &api.Empty{}, nil
+}
+
+func (s *Service) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error) {
+	// Answer first: the host waits for the VMM to exit, not for this call.
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		if err := powerOff(); err != nil {
+			log.G(ctx).WithError(err).Error("power off")
+		}
+	}()
+	return &api.Empty{}, nil
+}

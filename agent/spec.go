@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// guestSpec turns the host's OCI spec into the one runc applies in the
+// guest: the root and bind-mount sources become guest paths, host-only
+// settings (hooks, namespace paths, host devices' I/O limits, LSM labels)
+// are dropped, and the container gets its own cgroup under /vzrun.
+//
+// shares maps a host path to where the guest sees it.
+func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) error {
+	if s.Root == nil {
+		return fmt.Errorf("spec has no root: %w", errdefs.ErrInvalidArgument)
+	}
+	if s.Process == nil {
+		return fmt.Errorf("spec has no process: %w", errdefs.ErrInvalidArgument)
+	}
+	s.Root.Path = rootPath
+	// Hooks run on the host, where vzrun runs them; the guest has none of
+	// the hook binaries.
+	s.Hooks = nil
+	s.Process.ApparmorProfile = ""
+	s.Process.SelinuxLabel = ""
+
+	for i, m := range s.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		src, ok := shares[m.Source]
+		if !ok {
+			return fmt.Errorf("bind mount %s: source %s is not shared with the VM: %w", m.Destination, m.Source, errdefs.ErrInvalidArgument)
+		}
+		s.Mounts[i].Source = src
+	}
+
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	s.Linux.CgroupsPath = filepath.Join("/vzrun", id)
+	s.Linux.MountLabel = ""
+	// A namespace path names a host namespace, which the guest does not
+	// have. The network namespace the host prepared is the VM's own network,
+	// so the container joins the guest's; others become new namespaces.
+	var nss []specs.LinuxNamespace
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			if ns.Type == specs.NetworkNamespace {
+				continue
+			}
+			ns.Path = ""
+		}
+		nss = append(nss, ns)
+	}
+	s.Linux.Namespaces = nss
+	if r := s.Linux.Resources; r != nil {
+		// Host block devices, hugepages, RDMA and net_cls have no meaning
+		// in the guest.
+		r.BlockIO = nil
+		r.HugepageLimits = nil
+		r.Rdma = nil
+		r.Network = nil
+	}
+	return nil
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}

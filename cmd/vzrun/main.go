@@ -1,0 +1,91 @@
+// Command vzrun is an OCI runtime with runc's command line that runs each
+// container in its own lightweight virtual machine.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/vzrun/vzrun/runtime"
+)
+
+// version is set by the Makefile.
+var version = "dev"
+
+func main() {
+	app := &cli.App{
+		Name:    "vzrun",
+		Usage:   "run OCI containers, each in its own virtual machine",
+		Version: version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: "/run/vzrun", Usage: "directory for container state"},
+			&cli.StringFlag{Name: "log", Usage: "log file (default stderr)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
+			&cli.BoolFlag{Name: "debug", Usage: "debug logging, including VM boot timings"},
+			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "accepted for runc compatibility; cgroups live in the guest"},
+			&cli.StringFlag{Name: "kernel", EnvVars: []string{"VZRUN_KERNEL"}, Usage: "guest kernel"},
+			&cli.StringFlag{Name: "initrd", EnvVars: []string{"VZRUN_INITRD"}, Usage: "guest initramfs with the agent"},
+			&cli.StringFlag{Name: "accel", EnvVars: []string{"VZRUN_ACCEL"}, Usage: "accelerator: kvm, tcg or hvf (default: probe)"},
+		},
+		Before: setupLogging,
+		Commands: []*cli.Command{
+			runCommand,
+			specCommand,
+			stateCommand,
+			deleteCommand,
+		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "vzrun: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func setupLogging(c *cli.Context) error {
+	var out io.Writer = os.Stderr
+	if p := c.String("log"); p != "" {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("opening log %s: %w", p, err)
+		}
+		out = f
+	}
+	logrus.SetOutput(out)
+	switch f := c.String("log-format"); f {
+	case "text":
+		_ = log.SetFormat(log.TextFormat)
+	case "json":
+		_ = log.SetFormat(log.JSONFormat)
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", f)
+	}
+	if c.Bool("debug") {
+		_ = log.SetLevel("debug")
+	} else {
+		_ = log.SetLevel("warn")
+	}
+	return nil
+}
+
+// newRuntime makes the runtime from the global flags.
+func newRuntime(c *cli.Context) *runtime.Runtime {
+	return &runtime.Runtime{
+		Root:   c.String("root"),
+		Kernel: c.String("kernel"),
+		Initrd: c.String("initrd"),
+		Accel:  c.String("accel"),
+	}
+}
+
+// containerID is the command's single ID argument.
+func containerID(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", fmt.Errorf("%s: want exactly one container id, got %d arguments", c.Command.Name, c.NArg())
+	}
+	return c.Args().First(), nil
+}

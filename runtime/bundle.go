@@ -1,0 +1,108 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+var idRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.+-]{0,127}$`)
+
+// ValidateID checks a container id the way runc does.
+func ValidateID(id string) error {
+	if !idRE.MatchString(id) {
+		return fmt.Errorf("invalid container id %q: want letters, digits and _.+- (at most 128): %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// LoadSpec reads and checks bundle/config.json.
+func LoadSpec(bundle string) (*specs.Spec, error) {
+	fi, err := os.Stat(bundle)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("bundle %s does not exist: %w", bundle, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("bundle %s: %w", bundle, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("bundle %s is not a directory: %w", bundle, errdefs.ErrInvalidArgument)
+	}
+	path := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s does not exist: %w", path, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parsing %s: %s: %w", path, jsonError(b, err), errdefs.ErrInvalidArgument)
+	}
+	if err := checkSpec(&s, bundle); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// jsonError says where in b the JSON error is.
+func jsonError(b []byte, err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	off := int64(-1)
+	switch {
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.As(err, &te):
+		off = te.Offset
+	}
+	if off < 0 {
+		return err.Error()
+	}
+	line, col := 1, 1
+	for _, c := range b[:min(int(off), len(b))] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return fmt.Sprintf("line %d, column %d: %v", line, col, err)
+}
+
+func checkSpec(s *specs.Spec, bundle string) error {
+	if s.Root == nil || s.Root.Path == "" {
+		return fmt.Errorf("root.path is not set: %w", errdefs.ErrInvalidArgument)
+	}
+	root := RootfsPath(s, bundle)
+	if fi, err := os.Stat(root); err != nil {
+		return fmt.Errorf("root.path %s: %w", root, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("root.path %s is not a directory: %w", root, errdefs.ErrInvalidArgument)
+	}
+	if s.Process == nil {
+		return fmt.Errorf("process is not set: %w", errdefs.ErrInvalidArgument)
+	}
+	if len(s.Process.Args) == 0 {
+		return fmt.Errorf("process.args is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if s.Process.Cwd == "" || !filepath.IsAbs(s.Process.Cwd) {
+		return fmt.Errorf("process.cwd %q is not an absolute path: %w", s.Process.Cwd, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// RootfsPath is the host path of the spec's root.
+func RootfsPath(s *specs.Spec, bundle string) string {
+	if filepath.IsAbs(s.Root.Path) {
+		return s.Root.Path
+	}
+	return filepath.Join(bundle, s.Root.Path)
+}

@@ -1,0 +1,154 @@
+// Package hypervisor is the small VMM-neutral interface every vzrun backend
+// implements: boot a Linux guest with our kernel and agent, hand back the
+// agent channel, stop it. Backends live in sub-packages (qemu on Linux, vz
+// on macOS); optional capabilities are small interfaces found by type
+// assertion (Pauser), not methods every backend must fake.
+//
+// It must not import runtime, shim or agent.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// Accelerators a backend may report.
+const (
+	AccelKVM = "kvm"
+	AccelTCG = "tcg"
+	AccelHVF = "hvf"
+)
+
+// Config describes one VM.
+type Config struct {
+	// ID names the VM in logs and errors.
+	ID string
+	// StateDir holds the VM's sockets and logs; it must exist.
+	StateDir string
+	// Kernel and Initrd are the guest kernel (vmlinux for PVH on x86_64,
+	// Image on arm64) and the initramfs whose /init is the agent.
+	Kernel string
+	Initrd string
+	// KernelArgs are appended to the backend's own command line.
+	KernelArgs []string
+	CPUs       int
+	MemoryMiB  int
+	// Shares are host directories exported with virtio-fs.
+	Shares []Share
+	// Disks are raw images attached as virtio-blk devices.
+	Disks []Disk
+	// Accel forces an accelerator; empty lets the backend choose.
+	Accel string
+	// ConsoleLog receives the guest console; kept after the VM stops.
+	ConsoleLog string
+}
+
+// Share is a host directory exported to the guest under Tag.
+type Share struct {
+	Tag      string
+	Path     string
+	ReadOnly bool
+}
+
+// Disk is a raw disk image; the guest finds it by Serial.
+type Disk struct {
+	Path     string
+	Serial   string
+	ReadOnly bool
+}
+
+var tagRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,20}$`)
+
+// Validate reports the first thing wrong with c.
+func (c *Config) Validate() error {
+	if c.ID == "" {
+		return fmt.Errorf("vm config: no id: %w", errdefs.ErrInvalidArgument)
+	}
+	for what, p := range map[string]string{"state dir": c.StateDir, "kernel": c.Kernel, "initrd": c.Initrd} {
+		if p == "" {
+			return fmt.Errorf("vm config: no %s: %w", what, errdefs.ErrInvalidArgument)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("vm config: %s: %w", what, err)
+		}
+	}
+	if c.CPUs < 1 || c.CPUs > 64 {
+		return fmt.Errorf("vm config: %d vCPUs (want 1 to 64): %w", c.CPUs, errdefs.ErrInvalidArgument)
+	}
+	if c.MemoryMiB < 64 {
+		return fmt.Errorf("vm config: %d MiB of memory (want at least 64): %w", c.MemoryMiB, errdefs.ErrInvalidArgument)
+	}
+	for _, s := range c.Shares {
+		if !tagRE.MatchString(s.Tag) {
+			return fmt.Errorf("vm config: share tag %q: %w", s.Tag, errdefs.ErrInvalidArgument)
+		}
+		if fi, err := os.Stat(s.Path); err != nil {
+			return fmt.Errorf("vm config: share %s: %w", s.Tag, err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("vm config: share %s: %s is not a directory: %w", s.Tag, s.Path, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, d := range c.Disks {
+		if !tagRE.MatchString(d.Serial) {
+			return fmt.Errorf("vm config: disk serial %q: %w", d.Serial, errdefs.ErrInvalidArgument)
+		}
+		if _, err := os.Stat(d.Path); err != nil {
+			return fmt.Errorf("vm config: disk %s: %w", d.Serial, err)
+		}
+	}
+	switch c.Accel {
+	case "", AccelKVM, AccelTCG, AccelHVF:
+	default:
+		return fmt.Errorf("vm config: accelerator %q (want kvm, tcg or hvf): %w", c.Accel, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// VM is a handle to one virtual machine.
+//
+// Start must be called once; Stop is safe on a VM that failed to start or
+// already stopped, and releases everything the backend made (processes,
+// sockets) but the console log.
+type VM interface {
+	// Start boots the VM and returns once the guest agent's channel is
+	// open, or the VM died (the error then carries the console's tail).
+	Start(ctx context.Context) error
+	// AgentConn is the connection to the guest agent, valid after Start.
+	AgentConn() net.Conn
+	// Wait blocks until the VM has stopped.
+	Wait(ctx context.Context) error
+	// Stop ends the VM at once.
+	Stop(ctx context.Context) error
+	// Pid is the host process that owns the VM (the VMM).
+	Pid() int
+	// Accel is the accelerator the VM runs on.
+	Accel() string
+	// Timings says how long the VM took to come up.
+	Timings() Timings
+}
+
+// Pauser is a VM whose vCPUs can be paused and resumed.
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// Timings of one VM's start, measured on the host.
+type Timings struct {
+	// Launched is when the VMM process was started.
+	Launched time.Time
+	// VMMReady is when the VMM accepted the agent channel's connection.
+	VMMReady time.Time
+	// AgentReady is when the agent greeted the host.
+	AgentReady time.Time
+}
+
+// ErrVMExited is returned when the VM stopped before it was ready.
+var ErrVMExited = errors.New("vm exited")

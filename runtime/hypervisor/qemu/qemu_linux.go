@@ -1,0 +1,436 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
+)
+
+// Binaries; variables so tests and packagers can point elsewhere.
+var (
+	QEMUBinary      = "qemu-system-x86_64"
+	VirtiofsdBinary = "/usr/lib/qemu/virtiofsd"
+)
+
+// BootTimeout bounds how long a guest may take to greet the host.
+var BootTimeout = 60 * time.Second
+
+type vm struct {
+	cfg   hypervisor.Config
+	accel string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	fsds    []*exec.Cmd
+	conn    net.Conn
+	done    chan struct{}
+	waitErr error
+	stopped bool
+	timings hypervisor.Timings
+}
+
+var (
+	_ hypervisor.VM     = (*vm)(nil)
+	_ hypervisor.Pauser = (*vm)(nil)
+)
+
+// New returns a VM for cfg; nothing runs until Start.
+func New(cfg hypervisor.Config) (hypervisor.VM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Accel == "" {
+		cfg.Accel = hypervisor.AccelTCG
+	}
+	if cfg.Accel == hypervisor.AccelHVF {
+		return nil, fmt.Errorf("accelerator hvf is macOS only")
+	}
+	if _, err := exec.LookPath(QEMUBinary); err != nil {
+		return nil, fmt.Errorf("%s not found (apt-get install qemu-system-x86): %w", QEMUBinary, err)
+	}
+	if len(cfg.Shares) > 0 {
+		if _, err := os.Stat(VirtiofsdBinary); err != nil {
+			return nil, fmt.Errorf("virtiofsd: %w", err)
+		}
+	}
+	return &vm{cfg: cfg, accel: cfg.Accel, done: make(chan struct{})}, nil
+}
+
+func (v *vm) path(name string) string { return filepath.Join(v.cfg.StateDir, name) }
+
+func (v *vm) Start(ctx context.Context) (retErr error) {
+	defer func() {
+		if retErr != nil {
+			_ = v.Stop(context.WithoutCancel(ctx))
+		}
+	}()
+	for i, s := range v.cfg.Shares {
+		if err := v.startVirtiofsd(i, s); err != nil {
+			return err
+		}
+	}
+	args := v.args()
+	log.G(ctx).WithField("id", v.cfg.ID).Debugf("qemu %s", strings.Join(args, " "))
+	cmd := exec.Command(QEMUBinary, args...)
+	stderr, err := os.Create(v.path("qemu.log"))
+	if err != nil {
+		return err
+	}
+	defer stderr.Close()
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	// The VM lives and dies with the process that owns it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	v.timings.Launched = time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", QEMUBinary, err)
+	}
+	v.mu.Lock()
+	v.cmd = cmd
+	v.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		v.mu.Lock()
+		v.waitErr = err
+		v.mu.Unlock()
+		close(v.done)
+	}()
+
+	conn, err := v.dialAgent(ctx)
+	if err != nil {
+		return err
+	}
+	v.conn = conn
+	return nil
+}
+
+// dialAgent connects to the agent's chardev (QEMU waits for this before it
+// runs the guest) and reads the agent's greeting.
+func (v *vm) dialAgent(ctx context.Context) (net.Conn, error) {
+	deadline := time.Now().Add(BootTimeout)
+	sock := v.path("agent.sock")
+	var conn net.Conn
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			conn = c
+			break
+		}
+		select {
+		case <-v.done:
+			return nil, v.exitError("before it opened the agent channel")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("vm %s: no agent socket after %s", v.cfg.ID, BootTimeout)
+		}
+	}
+	v.timings.VMMReady = time.Now()
+
+	hello := make([]byte, len(api.Hello))
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(conn, hello)
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil {
+			conn.Close()
+			select {
+			case <-v.done:
+				return nil, v.exitError("during boot")
+			case <-time.After(time.Second):
+			}
+			return nil, fmt.Errorf("vm %s: reading the agent's greeting: %w%s", v.cfg.ID, err, v.consoleTail())
+		}
+	case <-v.done:
+		conn.Close()
+		return nil, v.exitError("during boot")
+	case <-ctx.Done():
+		conn.Close()
+		return nil, ctx.Err()
+	case <-time.After(time.Until(deadline)):
+		conn.Close()
+		return nil, fmt.Errorf("vm %s: the agent did not come up within %s%s", v.cfg.ID, BootTimeout, v.consoleTail())
+	}
+	if string(hello) != api.Hello {
+		conn.Close()
+		return nil, fmt.Errorf("vm %s: unexpected greeting %q on the agent channel", v.cfg.ID, hello)
+	}
+	v.timings.AgentReady = time.Now()
+	return conn, nil
+}
+
+// exitError describes an early exit of QEMU with what it and the guest said.
+func (v *vm) exitError(when string) error {
+	v.mu.Lock()
+	werr := v.waitErr
+	v.mu.Unlock()
+	msg := fmt.Sprintf("vm %s: qemu exited %s", v.cfg.ID, when)
+	if werr != nil {
+		msg += " (" + werr.Error() + ")"
+	}
+	if b, _ := os.ReadFile(v.path("qemu.log")); len(bytes.TrimSpace(b)) > 0 {
+		msg += ": " + strings.TrimSpace(lastLines(string(b), 3))
+	}
+	return fmt.Errorf("%s%s: %w", msg, v.consoleTail(), hypervisor.ErrVMExited)
+}
+
+// consoleTail is the end of the guest console log, for error messages.
+func (v *vm) consoleTail() string {
+	b, err := os.ReadFile(v.cfg.ConsoleLog)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\nguest console (%s), last lines:\n%s", v.cfg.ConsoleLog, lastLines(string(b), 10))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (v *vm) args() []string {
+	c := v.cfg
+	mem := strconv.Itoa(c.MemoryMiB) + "M"
+	machine := "microvm,accel=" + v.accel + ",memory-backend=mem"
+	cpu := "max"
+	if v.accel == hypervisor.AccelKVM {
+		cpu = "host"
+	}
+	cmdline := []string{"console=ttyS0", "quiet", "panic=-1", "reboot=t"}
+	if khz := tscKHz(); khz > 0 {
+		// Without it, TCG guests often hang calibrating the TSC.
+		cmdline = append(cmdline, "tsc_early_khz="+strconv.Itoa(khz))
+	}
+	cmdline = append(cmdline, c.KernelArgs...)
+	args := []string{
+		"-M", machine,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(c.CPUs),
+		"-m", mem,
+		// vhost-user (virtiofsd) needs guest memory it can map.
+		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+		"-global", "virtio-mmio.force-legacy=false",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-serial", "file:" + c.ConsoleLog,
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", strings.Join(cmdline, " "),
+		"-chardev", "socket,id=agent,path=" + v.path("agent.sock") + ",server=on,wait=on",
+		"-device", "virtio-serial-device",
+		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
+		"-device", "virtio-rng-device",
+		"-qmp", "unix:" + v.path("qmp.sock") + ",server=on,wait=off",
+	}
+	for i, s := range c.Shares {
+		id := "fs" + strconv.Itoa(i)
+		args = append(args,
+			"-chardev", "socket,id="+id+",path="+v.path(id+".sock"),
+			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag)
+	}
+	for i, d := range c.Disks {
+		id := "disk" + strconv.Itoa(i)
+		drive := "if=none,id=" + id + ",format=raw,cache=none,aio=threads,file=" + d.Path
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
+	}
+	return args
+}
+
+func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
+	sock := v.path("fs" + strconv.Itoa(i) + ".sock")
+	args := []string{"--socket-path=" + sock, "-o", "source=" + s.Path, "-o", "cache=auto",
+		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts"}
+	cmd := exec.Command(VirtiofsdBinary, args...)
+	logf, err := os.Create(v.path("virtiofsd-" + strconv.Itoa(i) + ".log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting virtiofsd for %s: %w", s.Path, err)
+	}
+	v.mu.Lock()
+	v.fsds = append(v.fsds, cmd)
+	v.mu.Unlock()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// QEMU connects to the socket at start-up, so it must exist first.
+	for start := time.Now(); ; {
+		if _, err := os.Stat(sock); err == nil {
+			go func() { <-exited }()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("virtiofsd for %s exited: %v: %s", s.Path, err, strings.TrimSpace(string(b)))
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Since(start) > 10*time.Second {
+			return fmt.Errorf("virtiofsd for %s: no socket after 10s", s.Path)
+		}
+	}
+}
+
+func (v *vm) AgentConn() net.Conn { return v.conn }
+
+func (v *vm) Wait(ctx context.Context) error {
+	select {
+	case <-v.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	v.reapHelpers(2 * time.Second)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped {
+		return nil
+	}
+	return v.waitErr
+}
+
+// reapHelpers gives the virtiofsds, which exit when QEMU disconnects, a
+// moment to do so, then kills them.
+func (v *vm) reapHelpers(grace time.Duration) {
+	v.mu.Lock()
+	fsds := v.fsds
+	v.fsds = nil
+	v.mu.Unlock()
+	deadline := time.Now().Add(grace)
+	for _, c := range fsds {
+		for c.ProcessState == nil && processAlive(c.Process.Pid) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		_ = c.Process.Kill()
+	}
+	for _, n := range []string{"agent.sock", "qmp.sock"} {
+		_ = os.Remove(v.path(n))
+	}
+	for i := range v.cfg.Shares {
+		_ = os.Remove(v.path("fs" + strconv.Itoa(i) + ".sock"))
+	}
+}
+
+func processAlive(pid int) bool {
+	// A zombie still answers kill(0); look at its state instead.
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+func (v *vm) Stop(ctx context.Context) error {
+	v.mu.Lock()
+	v.stopped = true
+	cmd := v.cmd
+	v.mu.Unlock()
+	if v.conn != nil {
+		v.conn.Close()
+	}
+	if cmd != nil {
+		_ = cmd.Process.Kill()
+		<-v.done
+	}
+	v.reapHelpers(0)
+	return nil
+}
+
+func (v *vm) Pid() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cmd == nil {
+		return 0
+	}
+	return v.cmd.Process.Pid
+}
+
+func (v *vm) Accel() string                    { return v.accel }
+func (v *vm) Timings() hypervisor.Timings      { return v.timings }
+func (v *vm) Pause(ctx context.Context) error  { return v.qmp(ctx, "stop") }
+func (v *vm) Resume(ctx context.Context) error { return v.qmp(ctx, "cont") }
+
+// qmp runs one argument-less QMP command.
+func (v *vm) qmp(ctx context.Context, command string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", v.path("qmp.sock"))
+	if err != nil {
+		return fmt.Errorf("qmp: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil { // greeting
+		return fmt.Errorf("qmp: %w", err)
+	}
+	for _, cmd := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
+			return fmt.Errorf("qmp %s: %w", cmd, err)
+		}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("qmp %s: %w", cmd, err)
+			}
+			if strings.Contains(line, `"error"`) {
+				return fmt.Errorf("qmp %s: %s", cmd, strings.TrimSpace(line))
+			}
+			if strings.Contains(line, `"return"`) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// tscKHz is the host TSC frequency, from /proc/cpuinfo.
+func tscKHz() int {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, val, ok := strings.Cut(s.Text(), ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err == nil {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
+}
+

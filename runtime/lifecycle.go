@@ -1,0 +1,95 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// State returns the runtime-spec state of a container. A container whose
+// owning host process is gone is reported stopped, whatever its file says.
+func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
+	dir, err := OpenStateDir(r.Root, id)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Unlock()
+	st, err := dir.Load()
+	if err != nil {
+		return nil, err
+	}
+	status := st.Status
+	pid := st.Pid
+	if status != StatusStopped && !ownsState(pid, dir.Path) {
+		status, pid = StatusStopped, 0
+	}
+	if status == StatusCreating {
+		status = StatusCreated
+	}
+	return &specs.State{
+		Version:     specs.Version,
+		ID:          st.ID,
+		Status:      specs.ContainerState(status),
+		Pid:         pid,
+		Bundle:      st.Bundle,
+		Annotations: st.Annotations,
+	}, nil
+}
+
+// Delete removes a container: its VM and helpers are killed if still
+// there (say, after a kill -9 of their owner), and its state is removed.
+func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	dir, err := OpenStateDir(r.Root, id)
+	if err != nil {
+		return err
+	}
+	st, err := dir.Load()
+	if err == nil && st.Status != StatusStopped && ownsState(st.Pid, dir.Path) && !force {
+		dir.Unlock()
+		return fmt.Errorf("container %s is %s: stop it or use --force: %w", id, st.Status, errdefs.ErrFailedPrecondition)
+	}
+	killStateProcesses(dir.Path)
+	return dir.Remove()
+}
+
+// ownsState says whether pid is alive and is a process of this state dir
+// (its command line names the directory), so a recycled pid is not taken
+// for the container's.
+func ownsState(pid int, stateDir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(b, []byte(stateDir+"/"))
+}
+
+// killStateProcesses SIGKILLs every process whose command line names the
+// state dir (the VMM, virtiofsd) and waits for them to go.
+func killStateProcesses(stateDir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var pids []int
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		if pid != os.Getpid() && ownsState(pid, stateDir) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			pids = append(pids, pid)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for ownsState(pid, stateDir) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

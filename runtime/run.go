@@ -1,0 +1,215 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/console"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+)
+
+// RunOptions is a foreground `vzrun run`.
+type RunOptions struct {
+	ID     string
+	Bundle string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Console is the caller's terminal for a spec with process.terminal;
+	// it is put in raw mode and sized for the container.
+	Console console.Console
+}
+
+// Run boots a VM for the bundle, runs its process with the caller's stdio,
+// and removes everything once the process has exited. It returns the
+// process's exit status (128+signal when killed).
+func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr error) {
+	bundle, err := filepath.Abs(o.Bundle)
+	if err != nil {
+		return -1, err
+	}
+	if err := ValidateID(o.ID); err != nil {
+		return -1, err
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return -1, err
+	}
+	dir, err := CreateStateDir(r.Root, o.ID)
+	if err != nil {
+		return -1, err
+	}
+	defer func() {
+		if err := dir.Remove(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	st := &State{ID: o.ID, Bundle: bundle, Rootfs: RootfsPath(spec, bundle), Status: StatusCreating,
+		Pid: os.Getpid(), Created: time.Now().UTC(), Annotations: spec.Annotations}
+	if err := dir.Save(st); err != nil {
+		return -1, err
+	}
+	plan, err := r.planVM(ctx, o.ID, bundle, spec, dir)
+	if err != nil {
+		return -1, err
+	}
+	sb, err := r.boot(ctx, plan)
+	if err != nil {
+		return -1, err
+	}
+	defer sb.Shutdown(context.WithoutCancel(ctx))
+	st.Pid, st.Accel = sb.VM.Pid(), sb.VM.Accel()
+
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return -1, err
+	}
+	t0 := time.Now()
+	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+		ContainerId: o.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: o.Stdin != nil,
+	}); err != nil {
+		return -1, fmt.Errorf("creating container %s: %w", o.ID, errgrpc.ToNative(err))
+	}
+	if o.Console != nil && spec.Process.Terminal {
+		if err := o.Console.SetRaw(); err == nil {
+			defer o.Console.Reset()
+		}
+		resize(ctx, sb.Agent, o.ID, "", o.Console)
+	}
+	relay := startRelay(ctx, sb.Agent, o.ID, "", o.Stdin, o.Stdout, o.Stderr, spec.Process.Terminal)
+	stopSignals := forwardSignals(ctx, sb.Agent, o.ID, o.Console)
+	defer stopSignals()
+	if _, err := sb.Agent.Start(ctx, &api.StartRequest{ContainerId: o.ID}); err != nil {
+		return -1, fmt.Errorf("starting container %s: %w", o.ID, errgrpc.ToNative(err))
+	}
+	st.Status = StatusRunning
+	_ = dir.Save(st)
+	log.G(ctx).WithFields(log.Fields{"id": o.ID, "create_start": time.Since(t0)}).Debug("container started")
+
+	w, err := sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
+	if err != nil {
+		return -1, fmt.Errorf("waiting for container %s: %w", o.ID, errgrpc.ToNative(err))
+	}
+	relay.wait()
+	if _, err := sb.Agent.DeleteContainer(ctx, &api.DeleteContainerRequest{ContainerId: o.ID, Force: true}); err != nil {
+		log.G(ctx).WithError(errgrpc.ToNative(err)).Warn("deleting container in the guest")
+	}
+	return int(w.ExitStatus), nil
+}
+
+// relay copies a process's stdio between the caller and the agent.
+type relay struct {
+	out sync.WaitGroup
+}
+
+func startRelay(ctx context.Context, agent api.AgentService, id, execID string, stdin io.Reader, stdout, stderr io.Writer, terminal bool) *relay {
+	r := &relay{}
+	copyOut := func(fd uint32, w io.Writer) {
+		defer r.out.Done()
+		for {
+			resp, err := agent.ReadStdio(ctx, &api.ReadStdioRequest{ContainerId: id, ExecId: execID, Fd: fd})
+			if err != nil {
+				log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("fd", fd).Warn("reading container output")
+				return
+			}
+			if len(resp.Data) > 0 && w != nil {
+				if _, err := w.Write(resp.Data); err != nil {
+					// Keep draining so the container is not blocked on a
+					// full pipe; what we cannot write is lost as it would
+					// be with runc.
+					w = nil
+				}
+			}
+			if resp.Eof {
+				return
+			}
+		}
+	}
+	r.out.Add(1)
+	go copyOut(1, stdout)
+	if !terminal {
+		r.out.Add(1)
+		go copyOut(2, stderr)
+	}
+	if stdin != nil {
+		go func() {
+			buf := make([]byte, 256<<10)
+			for {
+				n, err := stdin.Read(buf)
+				if n > 0 {
+					if _, werr := agent.WriteStdin(ctx, &api.WriteStdinRequest{ContainerId: id, ExecId: execID, Data: buf[:n]}); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					if terminal {
+						return
+					}
+					_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: id, ExecId: execID})
+					return
+				}
+			}
+		}()
+	}
+	return r
+}
+
+func (r *relay) wait() { r.out.Wait() }
+
+// forwardSignals sends the signals vzrun receives to the container, as
+// runc run does, and window size changes to its terminal.
+func forwardSignals(ctx context.Context, agent api.AgentService, id string, con console.Console) (stop func()) {
+	ch := make(chan os.Signal, 32)
+	signal.Notify(ch)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-ch:
+				sig, ok := s.(unix.Signal)
+				if !ok || sig == unix.SIGCHLD || sig == unix.SIGURG || sig == unix.SIGPIPE {
+					continue
+				}
+				if sig == unix.SIGWINCH {
+					if con != nil {
+						resize(ctx, agent, id, "", con)
+					}
+					continue
+				}
+				if _, err := agent.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(sig)}); err != nil {
+					log.G(ctx).WithError(errgrpc.ToNative(err)).Debugf("forwarding %v", sig)
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
+// resize gives the container's terminal the size of con.
+func resize(ctx context.Context, agent api.AgentService, id, execID string, con console.Console) {
+	ws, err := con.Size()
+	if err != nil {
+		return
+	}
+	_, err = agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: id, ExecId: execID, Width: uint32(ws.Width), Height: uint32(ws.Height)})
+	if err != nil && !errors.Is(errgrpc.ToNative(err), context.Canceled) {
+		log.G(ctx).WithError(errgrpc.ToNative(err)).Debug("resizing terminal")
+	}
+}

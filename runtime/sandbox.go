@@ -1,0 +1,295 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
+)
+
+// Runtime holds what every container of one vzrun root shares.
+type Runtime struct {
+	// Root is the state root, e.g. /run/vzrun.
+	Root string
+	// Kernel and Initrd are the guest; empty finds them (see FindGuest).
+	Kernel, Initrd string
+	// CacheDir keeps the accelerator probe's verdict.
+	CacheDir string
+	// Accel forces an accelerator (kvm, tcg, hvf); empty chooses.
+	Accel string
+}
+
+// Sandbox is a booted VM and the client of its agent.
+type Sandbox struct {
+	ID     string
+	VM     hypervisor.VM
+	Agent  api.AgentService
+	client *ttrpc.Client
+	Hello  *api.HelloResponse
+}
+
+// containerVM is what a container needs from its VM: the VM config and
+// what the agent must be told to find the rootfs and bind mounts.
+type containerVM struct {
+	cfg    hypervisor.Config
+	rootfs *api.Rootfs
+	shares []*api.Share
+}
+
+// planVM turns a spec into a VM config in stateDir.
+func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spec, dir *StateDir) (*containerVM, error) {
+	kernel, initrd, err := r.guest()
+	if err != nil {
+		return nil, err
+	}
+	cpus, mem, err := VMSize(spec)
+	if err != nil {
+		return nil, err
+	}
+	accel := r.Accel
+	if a := spec.Annotations[AnnotationAccel]; a != "" {
+		accel = a
+	}
+	if accel == "" {
+		var why string
+		accel, why = chooseAccel(ctx, kernel, initrd, r.cacheDir())
+		log.G(ctx).WithField("id", id).Debugf("accelerator %s: %s", accel, why)
+	}
+	p := &containerVM{cfg: hypervisor.Config{
+		ID: id, StateDir: dir.Path, Kernel: kernel, Initrd: initrd,
+		CPUs: cpus, MemoryMiB: mem, Accel: accel,
+		ConsoleLog: dir.File("console.log"),
+	}}
+
+	rootfs := RootfsPath(spec, bundle)
+	mode := spec.Annotations[AnnotationRootfs]
+	switch mode {
+	case "", "virtiofs":
+		p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: "rootfs", Path: rootfs})
+		p.rootfs = &api.Rootfs{Type: "virtiofs", Source: "rootfs"}
+	case "ext4":
+		img := dir.File("rootfs.ext4")
+		data := spec.Annotations[AnnotationExt4Data]
+		if data == "" {
+			data = "ordered"
+		}
+		if data != "ordered" && data != "writeback" && data != "journal" {
+			return nil, fmt.Errorf("annotation %s=%q: want ordered, writeback or journal: %w", AnnotationExt4Data, data, errdefs.ErrInvalidArgument)
+		}
+		if err := makeExt4(ctx, rootfs, img, spec.Annotations[AnnotationDiskSizeMB]); err != nil {
+			return nil, err
+		}
+		p.cfg.Disks = append(p.cfg.Disks, hypervisor.Disk{Path: img, Serial: "rootfs"})
+		p.rootfs = &api.Rootfs{Type: "ext4", Source: "rootfs", Options: []string{"data=" + data}}
+	default:
+		return nil, fmt.Errorf("annotation %s=%q: want virtiofs or ext4: %w", AnnotationRootfs, mode, errdefs.ErrInvalidArgument)
+	}
+
+	// Bind-mount sources reach the guest through virtio-fs, one share per
+	// host directory; a file is reached through its directory.
+	dirs := map[string]string{}
+	for _, m := range spec.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		src := m.Source
+		if !filepath.IsAbs(src) {
+			src = filepath.Join(bundle, src)
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("bind mount %s: source: %w", m.Destination, err)
+		}
+		shareDir, sub := src, ""
+		if !fi.IsDir() {
+			shareDir, sub = filepath.Dir(src), filepath.Base(src)
+		}
+		tag, ok := dirs[shareDir]
+		if !ok {
+			tag = "m" + strconv.Itoa(len(dirs))
+			dirs[shareDir] = tag
+			p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: tag, Path: shareDir})
+		}
+		p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: tag, Path: sub, IsFile: !fi.IsDir()})
+	}
+	if err := p.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
+
+// makeExt4 packs a rootfs directory into an ext4 image.
+func makeExt4(ctx context.Context, rootfs, img, sizeMiB string) error {
+	size := 0
+	if sizeMiB != "" {
+		n, err := strconv.Atoi(sizeMiB)
+		if err != nil || n < 16 {
+			return fmt.Errorf("annotation %s=%q: want MiB, at least 16: %w", AnnotationDiskSizeMB, sizeMiB, errdefs.ErrInvalidArgument)
+		}
+		size = n
+	} else {
+		used, err := dirSize(rootfs)
+		if err != nil {
+			return err
+		}
+		// Room to write: twice the tree, at least 256 MiB free.
+		size = int(max(2*used, used+256<<20) >> 20)
+	}
+	f, err := os.Create(img)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(int64(size) << 20)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-d", rootfs, img).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4 -d %s: %v: %s", rootfs, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		n += fi.Size() + 4096
+		return nil
+	})
+	return n, err
+}
+
+// boot starts the VM and connects to its agent.
+func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
+	vm, err := newVM(p.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := vm.Start(ctx); err != nil {
+		return nil, err
+	}
+	client := ttrpc.NewClient(vm.AgentConn())
+	sb := &Sandbox{ID: p.cfg.ID, VM: vm, Agent: api.NewAgentClient(client), client: client}
+	hello, err := sb.Agent.Hello(ctx, &api.HelloRequest{})
+	if err != nil {
+		sb.Kill(ctx)
+		return nil, fmt.Errorf("greeting the agent: %w", errgrpc.ToNative(err))
+	}
+	sb.Hello = hello
+	t := vm.Timings()
+	log.G(ctx).WithFields(log.Fields{
+		"id":          p.cfg.ID,
+		"accel":       vm.Accel(),
+		"vmm_start":   t.VMMReady.Sub(t.Launched),
+		"kernel_boot": time.Duration(hello.AgentStartNs),
+		"agent_ready": t.AgentReady.Sub(t.Launched),
+		"vcpus":       p.cfg.CPUs,
+		"memory_mib":  p.cfg.MemoryMiB,
+		"guest":       hello.KernelRelease,
+	}).Debug("vm ready")
+	return sb, nil
+}
+
+// Shutdown powers the guest off and waits for the VM to stop, killing it
+// if it does not.
+func (s *Sandbox) Shutdown(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.Agent.Shutdown(sctx, &api.Empty{}); err == nil {
+		if err := s.VM.Wait(sctx); err == nil {
+			s.client.Close()
+			return
+		}
+	}
+	log.G(ctx).WithField("id", s.ID).Warn("guest did not power off; killing the vm")
+	s.Kill(ctx)
+}
+
+// Kill stops the VM at once.
+func (s *Sandbox) Kill(ctx context.Context) {
+	s.client.Close()
+	_ = s.VM.Stop(ctx)
+}
+
+func (r *Runtime) cacheDir() string {
+	if r.CacheDir != "" {
+		return r.CacheDir
+	}
+	if d := os.Getenv("VZRUN_CACHE"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "vzrun")
+	}
+	return filepath.Join(r.Root, ".cache")
+}
+
+// guest finds the kernel and initrd: set explicitly, from VZRUN_KERNEL and
+// VZRUN_INITRD, or installed in ../share/vzrun next to the binary,
+// /usr/local/share/vzrun or /usr/share/vzrun.
+func (r *Runtime) guest() (kernel, initrd string, err error) {
+	kernel, initrd = r.Kernel, r.Initrd
+	if kernel == "" {
+		kernel = os.Getenv("VZRUN_KERNEL")
+	}
+	if initrd == "" {
+		initrd = os.Getenv("VZRUN_INITRD")
+	}
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "share", "vzrun"))
+	}
+	dirs = append(dirs, "/usr/local/share/vzrun", "/usr/share/vzrun")
+	find := func(set, name string) (string, error) {
+		if set != "" {
+			if _, err := os.Stat(set); err != nil {
+				return "", fmt.Errorf("guest %s: %w", name, err)
+			}
+			return set, nil
+		}
+		for _, d := range dirs {
+			p := filepath.Join(d, guestFile(name))
+			if _, err := os.Stat(p); err == nil {
+				return filepath.Clean(p), nil
+			}
+		}
+		return "", fmt.Errorf("guest %s %s not found in %s (run `make kernel initrd install`, or set VZRUN_%s): %w",
+			name, guestFile(name), strings.Join(dirs, ", "), strings.ToUpper(name), errdefs.ErrNotFound)
+	}
+	if kernel, err = find(kernel, "kernel"); err != nil {
+		return "", "", err
+	}
+	if initrd, err = find(initrd, "initrd"); err != nil {
+		return "", "", err
+	}
+	return kernel, initrd, nil
+}

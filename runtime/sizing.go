@@ -1,0 +1,92 @@
+package runtime
+
+import (
+	"fmt"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Annotations vzrun reads from the spec.
+const (
+	AnnotationCPUs       = "io.vzrun.cpus"
+	AnnotationMemory     = "io.vzrun.memory" // MiB
+	AnnotationRootfs     = "io.vzrun.rootfs" // virtiofs or ext4
+	AnnotationExt4Data   = "io.vzrun.ext4.data"
+	AnnotationAccel      = "io.vzrun.accel"
+	AnnotationDiskSizeMB = "io.vzrun.disk-size" // MiB, ext4 rootfs image
+)
+
+const (
+	// DefaultCPUs and DefaultMemoryMiB size a VM whose spec sets no limits.
+	DefaultCPUs      = 1
+	DefaultMemoryMiB = 1024
+	// agentHeadroomMiB is added to a memory limit for the guest kernel and
+	// the agent, so the container gets the limit it asked for.
+	agentHeadroomMiB = 128
+)
+
+// VMSize derives vCPUs and guest memory from the spec: annotations first,
+// then linux.resources (cpu quota/period or cpuset; memory limit plus
+// headroom), else the defaults.
+func VMSize(s *specs.Spec) (cpus, memMiB int, err error) {
+	cpus, memMiB = DefaultCPUs, DefaultMemoryMiB
+	if s.Linux != nil && s.Linux.Resources != nil {
+		r := s.Linux.Resources
+		if c := r.CPU; c != nil {
+			if c.Quota != nil && *c.Quota > 0 {
+				period := uint64(100000)
+				if c.Period != nil && *c.Period > 0 {
+					period = *c.Period
+				}
+				cpus = int((uint64(*c.Quota) + period - 1) / period)
+			} else if c.Cpus != "" {
+				n, err := countCPUs(c.Cpus)
+				if err != nil {
+					return 0, 0, fmt.Errorf("linux.resources.cpu.cpus: %w", err)
+				}
+				cpus = n
+			}
+		}
+		if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
+			memMiB = int((*m.Limit+(1<<20)-1)>>20) + agentHeadroomMiB
+		}
+	}
+	if v, ok := s.Annotations[AnnotationCPUs]; ok {
+		if cpus, err = strconv.Atoi(v); err != nil || cpus < 1 {
+			return 0, 0, fmt.Errorf("annotation %s=%q: want a positive number: %w", AnnotationCPUs, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	if v, ok := s.Annotations[AnnotationMemory]; ok {
+		if memMiB, err = strconv.Atoi(v); err != nil || memMiB < 64 {
+			return 0, 0, fmt.Errorf("annotation %s=%q: want MiB, at least 64: %w", AnnotationMemory, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	if n := goruntime.NumCPU(); cpus > n {
+		cpus = n
+	}
+	return cpus, memMiB, nil
+}
+
+// countCPUs counts a cpuset list such as "0-3,6".
+func countCPUs(set string) (int, error) {
+	n := 0
+	for _, part := range strings.Split(set, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return 0, fmt.Errorf("bad cpu list %q: %w", set, errdefs.ErrInvalidArgument)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0, fmt.Errorf("bad cpu list %q: %w", set, errdefs.ErrInvalidArgument)
+			}
+		}
+		n += b - a + 1
+	}
+	return n, nil
+}

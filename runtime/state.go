@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// Container statuses, as the runtime spec names them, plus creating.
+const (
+	StatusCreating = "creating"
+	StatusCreated  = "created"
+	StatusRunning  = "running"
+	StatusPaused   = "paused"
+	StatusStopped  = "stopped"
+)
+
+// State is what vzrun keeps of a container in ROOT/ID/state.json.
+type State struct {
+	ID          string            `json:"id"`
+	Bundle      string            `json:"bundle"`
+	Rootfs      string            `json:"rootfs"`
+	Status      string            `json:"status"`
+	Pid         int               `json:"pid"`
+	Created     time.Time         `json:"created"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Accel       string            `json:"accel,omitempty"`
+}
+
+// StateDir is one container's directory under the root. Holding it means
+// holding its flock: commands on one id are serialised.
+type StateDir struct {
+	Path string
+	lock *os.File
+}
+
+// CreateStateDir makes ROOT/ID, failing if the container exists, and
+// returns it locked.
+func CreateStateDir(root, id string) (*StateDir, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, fmt.Errorf("creating root %s: %w", root, err)
+	}
+	dir := filepath.Join(root, id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("container %s already exists: %w", id, errdefs.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("creating state dir: %w", err)
+	}
+	d, err := lockDir(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenStateDir locks the state of an existing container.
+func OpenStateDir(root, id string) (*StateDir, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, id)
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return lockDir(dir)
+}
+
+func lockDir(dir string) (*StateDir, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening state lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking state: %w", err)
+	}
+	return &StateDir{Path: dir, lock: f}, nil
+}
+
+// File is the path of a file in the state dir.
+func (d *StateDir) File(name string) string { return filepath.Join(d.Path, name) }
+
+// Save writes the state atomically.
+func (d *StateDir) Save(st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := d.File("state.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, d.File("state.json"))
+}
+
+// Load reads the state.
+func (d *StateDir) Load() (*State, error) {
+	b, err := os.ReadFile(d.File("state.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", d.File("state.json"), err)
+	}
+	return &st, nil
+}
+
+// Unlock releases the lock; the directory stays.
+func (d *StateDir) Unlock() {
+	if d.lock != nil {
+		d.lock.Close()
+		d.lock = nil
+	}
+}
+
+// Remove deletes the directory and releases the lock.
+func (d *StateDir) Remove() error {
+	err := os.RemoveAll(d.Path)
+	d.Unlock()
+	return err
+}
