@@ -61,6 +61,9 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err := dir.Save(st); err != nil {
 		return -1, err
 	}
+	// Other commands (state, delete) may look while it runs; a foreground
+	// run only writes the state again at start.
+	dir.Unlock()
 	plan, err := r.planVM(ctx, o.ID, bundle, spec, dir)
 	if err != nil {
 		return -1, err
@@ -69,7 +72,12 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err != nil {
 		return -1, err
 	}
-	defer sb.Shutdown(context.WithoutCancel(ctx))
+	stopped := false
+	defer func() {
+		if !stopped {
+			sb.Shutdown(context.WithoutCancel(ctx))
+		}
+	}()
 	st.Pid, st.Accel = sb.VM.Pid(), sb.VM.Accel()
 
 	specJSON, err := json.Marshal(spec)
@@ -95,7 +103,9 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, fmt.Errorf("starting container %s: %w", o.ID, errgrpc.ToNative(err))
 	}
 	st.Status = StatusRunning
-	_ = dir.Save(st)
+	if err := dir.Update(st); err != nil {
+		return -1, err
+	}
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "create_start": time.Since(t0)}).Debug("container started")
 
 	w, err := sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
@@ -105,6 +115,13 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	relay.wait()
 	if _, err := sb.Agent.DeleteContainer(ctx, &api.DeleteContainerRequest{ContainerId: o.ID, Force: true}); err != nil {
 		log.G(ctx).WithError(errgrpc.ToNative(err)).Warn("deleting container in the guest")
+	}
+	sb.Shutdown(ctx)
+	stopped = true
+	if plan.afterStop != nil {
+		if err := plan.afterStop(ctx); err != nil {
+			return -1, fmt.Errorf("container %s exited with %d, but: %w", o.ID, w.ExitStatus, err)
+		}
 	}
 	return int(w.ExitStatus), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,6 +46,8 @@ type containerVM struct {
 	cfg    hypervisor.Config
 	rootfs *api.Rootfs
 	shares []*api.Share
+	// afterStop runs once the VM has stopped, if set.
+	afterStop func(context.Context) error
 }
 
 // planVM turns a spec into a VM config in stateDir.
@@ -94,6 +95,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		}
 		p.cfg.Disks = append(p.cfg.Disks, hypervisor.Disk{Path: img, Serial: "rootfs"})
 		p.rootfs = &api.Rootfs{Type: "ext4", Source: "rootfs", Options: []string{"data=" + data}}
+		p.afterStop = func(ctx context.Context) error { return syncExt4Back(ctx, img, rootfs) }
 	default:
 		return nil, fmt.Errorf("annotation %s=%q: want virtiofs or ext4: %w", AnnotationRootfs, mode, errdefs.ErrInvalidArgument)
 	}
@@ -141,51 +143,6 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
-}
-
-// makeExt4 packs a rootfs directory into an ext4 image.
-func makeExt4(ctx context.Context, rootfs, img, sizeMiB string) error {
-	size := 0
-	if sizeMiB != "" {
-		n, err := strconv.Atoi(sizeMiB)
-		if err != nil || n < 16 {
-			return fmt.Errorf("annotation %s=%q: want MiB, at least 16: %w", AnnotationDiskSizeMB, sizeMiB, errdefs.ErrInvalidArgument)
-		}
-		size = n
-	} else {
-		used, err := dirSize(rootfs)
-		if err != nil {
-			return err
-		}
-		// Room to write: twice the tree, at least 256 MiB free.
-		size = int(max(2*used, used+256<<20) >> 20)
-	}
-	f, err := os.Create(img)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(int64(size) << 20)
-	f.Close()
-	if err != nil {
-		return err
-	}
-	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-d", rootfs, img).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("mkfs.ext4 -d %s: %v: %s", rootfs, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func dirSize(dir string) (int64, error) {
-	var n int64
-	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		n += fi.Size() + 4096
-		return nil
-	})
-	return n, err
 }
 
 // boot starts the VM and connects to its agent.

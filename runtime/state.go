@@ -120,6 +120,16 @@ func (d *StateDir) Load() (*State, error) {
 	return &st, nil
 }
 
+// Update locks the directory, saves st and unlocks it again.
+func (d *StateDir) Update(st *State) error {
+	l, err := lockDir(d.Path)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	return l.Save(st)
+}
+
 // Unlock releases the lock; the directory stays.
 func (d *StateDir) Unlock() {
 	if d.lock != nil {
@@ -128,8 +138,19 @@ func (d *StateDir) Unlock() {
 	}
 }
 
-// Remove deletes the directory and releases the lock.
+// Remove deletes the directory (locking it first if it is not held) and
+// releases the lock.
 func (d *StateDir) Remove() error {
+	if d.lock == nil {
+		l, err := lockDir(d.Path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		d.lock = l.lock
+	}
 	err := os.RemoveAll(d.Path)
 	d.Unlock()
 	return err

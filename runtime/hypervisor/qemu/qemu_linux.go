@@ -188,8 +188,17 @@ func (v *vm) exitError(when string) error {
 	if werr != nil {
 		msg += " (" + werr.Error() + ")"
 	}
-	if b, _ := os.ReadFile(v.path("qemu.log")); len(bytes.TrimSpace(b)) > 0 {
-		msg += ": " + strings.TrimSpace(lastLines(string(b), 3))
+	if b, _ := os.ReadFile(v.path("qemu.log")); len(b) > 0 {
+		var said []string
+		for _, l := range strings.Split(string(b), "\n") {
+			// QEMU's "waiting for connection" notice is not the reason.
+			if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, ": info: ") {
+				said = append(said, l)
+			}
+		}
+		if len(said) > 0 {
+			msg += ": " + lastLines(strings.Join(said, "\n"), 3)
+		}
 	}
 	return fmt.Errorf("%s%s: %w", msg, v.consoleTail(), hypervisor.ErrVMExited)
 }
@@ -200,7 +209,20 @@ func (v *vm) consoleTail() string {
 	if err != nil || len(bytes.TrimSpace(b)) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("\nguest console (%s), last lines:\n%s", v.cfg.ConsoleLog, lastLines(string(b), 10))
+	text := strings.ReplaceAll(string(b), "\r", "")
+	tail := lastLines(text, 10)
+	// A panic's reason is above its stack trace; agent errors say why
+	// the guest gave up.
+	var reasons []string
+	for _, l := range strings.Split(text, "\n") {
+		if (strings.Contains(l, "Kernel panic") || strings.HasPrefix(l, "vz-agent:")) && !strings.Contains(tail, l) {
+			reasons = append(reasons, l)
+		}
+	}
+	if len(reasons) > 0 {
+		tail = strings.Join(reasons, "\n") + "\n...\n" + tail
+	}
+	return fmt.Sprintf("\nguest console (%s), last lines:\n%s", v.cfg.ConsoleLog, tail)
 }
 
 func lastLines(s string, n int) string {

@@ -1,0 +1,168 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunBadInput checks that each kind of bad input gives a one-line error
+// naming what is wrong, a non-zero exit, and leaves nothing behind (the
+// cleanup of newVZ checks for state dirs and processes).
+func TestRunBadInput(t *testing.T) {
+	notJSON := func(t *testing.T, b *bundle) {
+		writeFile(t, filepath.Join(b.Dir, "config.json"), "{\n  \"ociVersion\": \"1.2.0\",\n  \"process\": {\n")
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	writeFile(t, garbage, strings.Repeat("not a kernel\n", 1000))
+
+	tests := []struct {
+		name   string
+		mutate func(t *testing.T, b *bundle)
+		id     string
+		bundle string
+		env    []string
+		want   []string
+	}{
+		{name: "missing bundle", bundle: "/nonexistent/bundle", want: []string{"/nonexistent/bundle", "does not exist"}},
+		{name: "missing config", mutate: func(t *testing.T, b *bundle) { os.Remove(filepath.Join(b.Dir, "config.json")) }, want: []string{"config.json", "does not exist"}},
+		{name: "invalid json", mutate: notJSON, want: []string{"config.json", "line 4", "unexpected end of JSON"}},
+		{name: "wrong json type", mutate: func(t *testing.T, b *bundle) {
+			writeFile(t, filepath.Join(b.Dir, "config.json"), `{"ociVersion": "1.2.0", "process": {"args": "sh"}}`)
+		}, want: []string{"config.json", "args", "cannot unmarshal string"}},
+		{name: "unreadable config", mutate: func(t *testing.T, b *bundle) {
+			os.Remove(filepath.Join(b.Dir, "config.json"))
+			os.Mkdir(filepath.Join(b.Dir, "config.json"), 0o755)
+		}, want: []string{"config.json", "is a directory"}},
+		{name: "missing rootfs", mutate: func(t *testing.T, b *bundle) { os.RemoveAll(b.rootfs()) }, want: []string{"root.path", "rootfs", "no such file"}},
+		{name: "no args", mutate: func(t *testing.T, b *bundle) { b.Spec.Process.Args = nil; b.save(t) }, want: []string{"process.args is empty"}},
+		{name: "bad id", id: "a/b", want: []string{`invalid container id "a/b"`}},
+		{name: "bad annotation", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "lots") }, want: []string{"io.vzrun.memory", "lots"}},
+		{name: "bad rootfs mode", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.rootfs", "nfs") }, want: []string{"io.vzrun.rootfs", "nfs"}},
+		{name: "missing kernel", env: []string{"VZRUN_KERNEL=/nonexistent/vmlinux"}, want: []string{"kernel", "/nonexistent/vmlinux"}},
+		{name: "missing initrd", env: []string{"VZRUN_INITRD=/nonexistent/initrd.img"}, want: []string{"initrd", "/nonexistent/initrd.img"}},
+		{name: "missing qemu", env: []string{"PATH=/nonexistent"}, want: []string{"qemu-system-x86_64 not found"}},
+		{name: "qemu exits early", env: []string{"VZRUN_KERNEL=" + garbage}, want: []string{"qemu exited"}},
+		{name: "guest dies in boot", env: []string{"VZRUN_INITRD=" + garbage}, want: []string{"qemu exited", "guest console", "Kernel panic"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "true")
+			if tc.mutate != nil {
+				tc.mutate(t, b)
+			}
+			dir := b.Dir
+			if tc.bundle != "" {
+				dir = tc.bundle
+			}
+			id := tc.id
+			if id == "" {
+				id = uniqueID(t)
+			}
+			cmd := v.cmd("run", "--bundle", dir, id)
+			cmd.Env = append(cmd.Env, tc.env...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if err == nil {
+				t.Fatalf("vzrun run succeeded; want an error containing %q", tc.want)
+			}
+			msg := stderr.String()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+			if !strings.HasPrefix(msg, "vzrun: ") {
+				t.Errorf("error %q does not start with vzrun:", msg)
+			}
+			if _, err := os.Stat(filepath.Join(v.root, id)); !os.IsNotExist(err) {
+				t.Errorf("state dir of %s left behind", id)
+			}
+		})
+	}
+}
+
+func TestRunDuplicateID(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done")
+	id := uniqueID(t)
+	first := v.cmd("run", "--bundle", b.Dir, id)
+	var out bytes.Buffer
+	first.Stdout = &out
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	r := v.run("", "run", "--bundle", b.Dir, id)
+	if r.code == 0 || !strings.Contains(r.stderr, "container "+id+" already exists") {
+		t.Errorf("second run with the same id: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// The first container is untouched by the failed second run.
+	st := v.state(id)
+	if st["status"] != "running" {
+		t.Errorf("state of the first container: %v", st)
+	}
+	_ = first.Process.Signal(syscall.SIGTERM)
+	if err := first.Wait(); err != nil {
+		t.Errorf("first run: %v", err)
+	}
+}
+
+// TestKill9OfOwner kills the host process that owns a running container's
+// VM; state must say stopped and delete must clean everything up.
+func TestKill9OfOwner(t *testing.T) {
+	for _, victim := range []string{"vzrun", "qemu"} {
+		t.Run(victim, func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "sh", "-c", "echo ready; while :; do sleep 0.1; done")
+			id := uniqueID(t)
+			cmd := v.cmd("run", "--bundle", b.Dir, id)
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+			st := v.state(id)
+			if st["status"] != "running" {
+				t.Fatalf("state before the kill: %v", st)
+			}
+			pid := cmd.Process.Pid
+			if victim == "qemu" {
+				pid = int(st["pid"].(float64))
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if victim == "qemu" {
+				// The foreground run notices its VM is gone, fails and
+				// removes the container itself.
+				if err := cmd.Wait(); err == nil {
+					t.Errorf("vzrun run succeeded although its VM was killed")
+				}
+				return
+			}
+			_ = cmd.Wait()
+			waitFor(t, 10*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+			v.runOK("delete", id)
+		})
+	}
+}
+
+func (v *vz) state(id string) map[string]any {
+	v.t.Helper()
+	r := v.runOK("state", id)
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		v.t.Fatalf("state output %q: %v", r.stdout, err)
+	}
+	return st
+}
+

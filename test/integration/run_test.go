@@ -1,0 +1,205 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestRunStdoutStderrExitCode(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 42")
+	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 42 {
+		t.Errorf("exit code %d, want 42 (stderr: %s)", r.code, r.stderr)
+	}
+	if r.stdout != "to-stdout\n" {
+		t.Errorf("stdout %q, want %q", r.stdout, "to-stdout\n")
+	}
+	if r.stderr != "to-stderr\n" {
+		t.Errorf("stderr %q, want %q", r.stderr, "to-stderr\n")
+	}
+}
+
+func TestRunKilledBySignal(t *testing.T) {
+	v := newVZ(t)
+	// Not the init of a pid namespace, which cannot be killed from within.
+	b := newBundle(t, "sh", "-c", "kill -KILL $$")
+	b.Spec.Linux.Namespaces = b.Spec.Linux.Namespaces[1:]
+	b.save(t)
+	if r := v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code != 128+9 {
+		t.Errorf("exit code %d, want %d (stderr: %s)", r.code, 128+9, r.stderr)
+	}
+}
+
+func TestRunStdin(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "tr a-z A-Z; echo done")
+	r := v.run("hello\nworld\n", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 || r.stdout != "HELLO\nWORLD\ndone\n" {
+		t.Errorf("got exit %d stdout %q, want 0 %q (stderr: %s)", r.code, r.stdout, "HELLO\nWORLD\ndone\n", r.stderr)
+	}
+}
+
+func TestRunLargeStdoutIsByteExact(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "cat", "/data.bin")
+	data := make([]byte, 64<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.rootfs(), "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := v.cmd("run", "--bundle", b.Dir, uniqueID(t))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("vzrun run: %v: %s", err, stderr.String())
+	}
+	t.Logf("64 MiB through stdout in %s", time.Since(start).Round(time.Millisecond))
+	if !bytes.Equal(stdout.Bytes(), data) {
+		t.Fatalf("stdout differs from the file: got %d bytes, want %d", stdout.Len(), len(data))
+	}
+}
+
+func TestRunHonoursProcessSpec(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", `echo "foo=$FOO"; pwd; id -u; id -g; hostname`)
+	b.Spec.Process.Env = append(b.Spec.Process.Env, "FOO=bar baz")
+	b.Spec.Process.Cwd = "/tmp"
+	b.Spec.Process.User = specs.User{UID: 65534, GID: 65534}
+	b.Spec.Hostname = "vm-under-test"
+	b.save(t)
+	r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	want := "foo=bar baz\n/tmp\n65534\n65534\nvm-under-test\n"
+	if r.stdout != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
+	}
+}
+
+func TestRunShowsGuestKernel(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "uname", "-r")
+	r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	host, err := exec.Command("uname", "-r").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(r.stdout)
+	if !strings.HasSuffix(got, "-vzrun") || got == strings.TrimSpace(string(host)) {
+		t.Errorf("uname -r in the container: %q; want the guest kernel (…-vzrun), not the host's %q", got, host)
+	}
+}
+
+func TestRunWritesReachHostRootfs(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo written-in-vm > /root/out.txt; mkdir -p /root/d; echo x > /root/d/y; rm /etc/group")
+	v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "out.txt"))
+	if err != nil || string(got) != "written-in-vm\n" {
+		t.Errorf("host rootfs /root/out.txt: %q, %v; want %q", got, err, "written-in-vm\n")
+	}
+	if _, err := os.Stat(filepath.Join(b.rootfs(), "root", "d", "y")); err != nil {
+		t.Errorf("host rootfs /root/d/y: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(b.rootfs(), "etc", "group")); !os.IsNotExist(err) {
+		t.Errorf("host rootfs /etc/group should be deleted, stat: %v", err)
+	}
+}
+
+func TestRunSizesVMFromSpec(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo")
+	limit := int64(256 << 20)
+	quota, period := int64(200000), uint64(100000)
+	b.Spec.Linux.Resources = &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &limit},
+		CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
+	}
+	b.save(t)
+	r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	lines := strings.Fields(r.stdout)
+	if len(lines) != 2 {
+		t.Fatalf("output %q", r.stdout)
+	}
+	if want := min(2, runtimeNumCPU()); lines[0] != strconv.Itoa(want) {
+		t.Errorf("nproc %s, want %d", lines[0], want)
+	}
+	memKiB, _ := strconv.Atoi(lines[1])
+	// 256 MiB limit + 128 MiB headroom, less what the kernel keeps.
+	if memKiB < 300<<10 || memKiB > 384<<10 {
+		t.Errorf("guest MemTotal %d KiB, want about 384 MiB", memKiB)
+	}
+
+	b.annotate(t, "io.vzrun.cpus", "1", "io.vzrun.memory", "200")
+	r = v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	lines = strings.Fields(r.stdout)
+	memKiB, _ = strconv.Atoi(lines[1])
+	if lines[0] != "1" || memKiB > 200<<10 || memKiB < 150<<10 {
+		t.Errorf("with annotations: nproc %s, MemTotal %d KiB; want 1 and about 200 MiB", lines[0], memKiB)
+	}
+}
+
+func TestRunExt4Rootfs(t *testing.T) {
+	v := newVZ(t)
+	for _, mode := range []string{"ordered", "writeback", "journal"} {
+		t.Run(mode, func(t *testing.T) {
+			b := newBundle(t, "sh", "-c", "grep ' / ' /proc/mounts; echo from-ext4 > /root/out.txt")
+			b.annotate(t, "io.vzrun.rootfs", "ext4", "io.vzrun.ext4.data", mode)
+			r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+			if !strings.Contains(r.stdout, " ext4 ") {
+				t.Errorf("root is not ext4: %q", r.stdout)
+			}
+			if mode != "ordered" && !strings.Contains(r.stdout, "data="+mode) {
+				t.Errorf("root mount lacks data=%s: %q", mode, r.stdout)
+			}
+			got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "out.txt"))
+			if err != nil || string(got) != "from-ext4\n" {
+				t.Errorf("host rootfs /root/out.txt: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestRunSignalForwarded(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
+	cmd := v.cmd("run", "--bundle", b.Dir, uniqueID(t))
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 7 || !strings.Contains(stdout.String(), "got-term") {
+		t.Errorf("after SIGTERM: exit %d, stdout %q; want 7 and got-term", code, stdout.String())
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
