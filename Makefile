@@ -18,7 +18,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 RUNC_VERSION          := v1.5.2
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_TTRPC_VERSION := v1.2.10
-STATICCHECK_VERSION   := 2025.1.1
+STATICCHECK_VERSION   := v0.8.2
 
 KERNEL_IMAGE_x86_64 := vmlinux
 KERNEL_IMAGE_arm64  := Image
@@ -79,9 +79,8 @@ demo: all ## set everything up and run busybox in a VM
 	$(BIN)/vzrun --root $(OUT)/run run --bundle $(OUT)/demo demo-$$$$
 
 .PHONY: test
-test: all ## run unit and integration tests (boots real VMs)
-	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+test: all lint check-protos ## lint, unit tests and integration tests (boots real VMs)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
 	$(GO) test -count=1 -v -timeout 30m ./test/integration/... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; exit $${PIPESTATUS[0]}
 
 .PHONY: lint

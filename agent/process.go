@@ -22,16 +22,16 @@ const readChunk = 1 << 20
 type process struct {
 	containerID, execID string
 
-	mu       sync.Mutex
-	pid      int
-	io       runc.IO
-	console  console.Console
-	stdin    io.WriteCloser
-	stdout   io.Reader
-	stderr   io.Reader
-	readMu   [3]sync.Mutex
-	started  bool
-	exited   chan struct{}
+	mu      sync.Mutex
+	pid     int
+	io      runc.IO
+	console console.Console
+	stdin   io.WriteCloser
+	stdout  io.Reader
+	stderr  io.Reader
+	readMu  [3]sync.Mutex
+	started bool
+	exited  chan struct{}
 
 	// Set for an exec'd process until it starts.
 	spec          *specs.Process

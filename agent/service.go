@@ -615,6 +615,17 @@ func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerR
 }
 
 func (s *Service) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error) {
+	// Block-device root file systems are unmounted so that their journals
+	// are checkpointed: the host reads the image once the VM is gone.
+	s.mu.Lock()
+	for _, c := range s.containers {
+		if c.init.hasExited() {
+			for i := len(c.mounts) - 1; i >= 0; i-- {
+				_ = unix.Unmount(c.mounts[i], 0)
+			}
+		}
+	}
+	s.mu.Unlock()
 	// Answer first: the host waits for the VMM to exit, not for this call.
 	go func() {
 		time.Sleep(10 * time.Millisecond)

@@ -455,4 +455,3 @@ func tscKHz() int {
 	}
 	return 0
 }
-

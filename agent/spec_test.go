@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestGuestSpec(t *testing.T) {
+	s := &specs.Spec{
+		Root:    &specs.Root{Path: "/host/bundle/rootfs", Readonly: true},
+		Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "docker-default"},
+		Hooks:   &specs.Hooks{Poststop: []specs.Hook{{Path: "/usr/bin/cleanup"}}},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/x/resolv.conf", Options: []string{"rbind", "ro"}},
+			{Destination: "/data", Source: "/srv/data", Options: []string{"bind"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: "/host/cgroup",
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
+				{Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"},
+			},
+			Resources: &specs.LinuxResources{BlockIO: &specs.LinuxBlockIO{}},
+		},
+	}
+	shares := map[string]string{"/var/lib/x/resolv.conf": "/run/vzrun/shares/m0/resolv.conf", "/srv/data": "/run/vzrun/shares/m1"}
+	if err := guestSpec(s, "c1", "/run/vzrun/shares/rootfs", shares); err != nil {
+		t.Fatal(err)
+	}
+	if s.Root.Path != "/run/vzrun/shares/rootfs" || !s.Root.Readonly {
+		t.Errorf("root %+v", s.Root)
+	}
+	if s.Hooks != nil || s.Process.ApparmorProfile != "" {
+		t.Errorf("host-only settings kept: hooks %v apparmor %q", s.Hooks, s.Process.ApparmorProfile)
+	}
+	if s.Mounts[1].Source != "/run/vzrun/shares/m0/resolv.conf" || s.Mounts[2].Source != "/run/vzrun/shares/m1" || s.Mounts[0].Source != "proc" {
+		t.Errorf("mounts %+v", s.Mounts)
+	}
+	if s.Linux.CgroupsPath != "/vzrun/c1" {
+		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
+	}
+	want := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}}
+	if len(s.Linux.Namespaces) != 2 || s.Linux.Namespaces[0] != want[0] || s.Linux.Namespaces[1] != want[1] {
+		t.Errorf("namespaces %+v, want %+v", s.Linux.Namespaces, want)
+	}
+	if s.Linux.Resources.BlockIO != nil {
+		t.Errorf("host block I/O limits kept")
+	}
+
+	unshared := &specs.Spec{Root: &specs.Root{Path: "r"}, Process: &specs.Process{}, Mounts: []specs.Mount{{Destination: "/x", Type: "bind", Source: "/nope"}}}
+	if err := guestSpec(unshared, "c2", "/r", nil); err == nil {
+		t.Error("bind mount of an unshared source accepted")
+	}
+}

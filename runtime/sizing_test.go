@@ -1,0 +1,52 @@
+package runtime
+
+import (
+	goruntime "runtime"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestVMSize(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	ncpu := goruntime.NumCPU()
+	tests := []struct {
+		name    string
+		res     *specs.LinuxResources
+		ann     map[string]string
+		cpus    int
+		mem     int
+		wantErr bool
+	}{
+		{name: "defaults", cpus: DefaultCPUs, mem: DefaultMemoryMiB},
+		{name: "memory limit plus headroom", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, cpus: 1, mem: 512 + agentHeadroomMiB},
+		{name: "limit rounds up to MiB", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(100<<20 + 1)}}, cpus: 1, mem: 101 + agentHeadroomMiB},
+		{name: "quota 1.5 cpus", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
+		{name: "quota without period", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(50000)}}, cpus: 1, mem: DefaultMemoryMiB},
+		{name: "cpuset", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-1"}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
+		{name: "bad cpuset", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, wantErr: true},
+		{name: "annotations win", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, ann: map[string]string{AnnotationCPUs: "1", AnnotationMemory: "300"}, cpus: 1, mem: 300},
+		{name: "cpus capped at host", ann: map[string]string{AnnotationCPUs: "1000"}, cpus: ncpu, mem: DefaultMemoryMiB},
+		{name: "bad cpus annotation", ann: map[string]string{AnnotationCPUs: "zero"}, wantErr: true},
+		{name: "too little memory", ann: map[string]string{AnnotationMemory: "10"}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &specs.Spec{Linux: &specs.Linux{Resources: tc.res}, Annotations: tc.ann}
+			cpus, mem, err := VMSize(s)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("no error, got %d cpus %d MiB", cpus, mem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cpus != tc.cpus || mem != tc.mem {
+				t.Errorf("got %d cpus %d MiB, want %d cpus %d MiB", cpus, mem, tc.cpus, tc.mem)
+			}
+		})
+	}
+}
