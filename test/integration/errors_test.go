@@ -165,4 +165,3 @@ func (v *vz) state(id string) map[string]any {
 	}
 	return st
 }
-
