@@ -3,13 +3,11 @@ package runtime
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
-	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -28,8 +26,11 @@ func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
 	}
 	status := st.Status
 	pid := st.Pid
-	if status != StatusStopped && !ownsState(pid, dir.Path) {
-		status, pid = StatusStopped, 0
+	if status != StatusStopped && !st.alive() {
+		status = StatusStopped
+	}
+	if status == StatusStopped {
+		pid = 0
 	}
 	if status == StatusCreating {
 		status = StatusCreated
@@ -42,22 +43,6 @@ func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
 		Bundle:      st.Bundle,
 		Annotations: st.Annotations,
 	}, nil
-}
-
-// Delete removes a container: its VM and helpers are killed if still
-// there (say, after a kill -9 of their owner), and its state is removed.
-func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
-	dir, err := OpenStateDir(r.Root, id)
-	if err != nil {
-		return err
-	}
-	st, err := dir.Load()
-	if err == nil && st.Status != StatusStopped && ownsState(st.Pid, dir.Path) && !force {
-		dir.Unlock()
-		return fmt.Errorf("container %s is %s: stop it or use --force: %w", id, st.Status, errdefs.ErrFailedPrecondition)
-	}
-	killStateProcesses(dir.Path)
-	return dir.Remove()
 }
 
 // ownsState says whether pid is alive and is a process of this state dir

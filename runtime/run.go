@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/console"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
@@ -30,6 +31,10 @@ type RunOptions struct {
 	// Console is the caller's terminal for a spec with process.terminal;
 	// it is put in raw mode and sized for the container.
 	Console console.Console
+	// PidFile receives the pid of the process that owns the VM (this one).
+	PidFile string
+	// Keep leaves the stopped container for `delete` (BuildKit's --keep).
+	Keep bool
 }
 
 // Run boots a VM for the bundle, runs its process with the caller's stdio,
@@ -51,13 +56,24 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err != nil {
 		return -1, err
 	}
+	st := newState(o.ID, bundle, spec)
 	defer func() {
+		if o.Keep && retErr == nil {
+			st.Status, st.ExitStatus = StatusStopped, status
+			if err := dir.Update(st); err != nil {
+				retErr = err
+			}
+			return
+		}
 		if err := dir.Remove(); err != nil && retErr == nil {
 			retErr = err
 		}
+		if spec.Hooks != nil && retErr == nil {
+			if err := runHooks(ctx, "poststop", spec.Hooks.Poststop, specState(st, StatusStopped)); err != nil {
+				retErr = err
+			}
+		}
 	}()
-	st := &State{ID: o.ID, Bundle: bundle, Rootfs: RootfsPath(spec, bundle), Status: StatusCreating,
-		Pid: os.Getpid(), Created: time.Now().UTC(), Annotations: spec.Annotations}
 	if err := dir.Save(st); err != nil {
 		return -1, err
 	}
@@ -78,7 +94,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 			sb.Shutdown(context.WithoutCancel(ctx))
 		}
 	}()
-	st.Pid, st.Accel = sb.VM.Pid(), sb.VM.Accel()
+	st.Accel, st.VMMPid = sb.VM.Accel(), sb.VM.Pid()
 
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
@@ -89,6 +105,20 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		ContainerId: o.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: o.Stdin != nil,
 	}); err != nil {
 		return -1, fmt.Errorf("creating container %s: %w", o.ID, errgrpc.ToNative(err))
+	}
+	if spec.Hooks != nil {
+		state := specState(st, StatusCreated)
+		if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, state); err != nil { //nolint:staticcheck // deprecated, still honoured
+			return -1, err
+		}
+		if err := runHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, state); err != nil {
+			return -1, err
+		}
+	}
+	if o.PidFile != "" {
+		if err := writePidFile(o.PidFile, os.Getpid()); err != nil {
+			return -1, err
+		}
 	}
 	if o.Console != nil && spec.Process.Terminal {
 		if err := o.Console.SetRaw(); err == nil {
@@ -107,6 +137,11 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, err
 	}
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "create_start": time.Since(t0)}).Debug("container started")
+	if spec.Hooks != nil {
+		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, specState(st, StatusRunning)); err != nil {
+			log.G(ctx).WithError(err).Warn("poststart hook")
+		}
+	}
 
 	w, err := sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
 	if err != nil {
@@ -189,6 +224,10 @@ func (r *relay) wait() { r.out.Wait() }
 // forwardSignals sends the signals vzrun receives to the container, as
 // runc run does, and window size changes to its terminal.
 func forwardSignals(ctx context.Context, agent api.AgentService, id string, con console.Console) (stop func()) {
+	return forwardSignalsTo(ctx, agent, id, "", con)
+}
+
+func forwardSignalsTo(ctx context.Context, agent api.AgentService, id, execID string, con console.Console) (stop func()) {
 	ch := make(chan os.Signal, 32)
 	signal.Notify(ch)
 	done := make(chan struct{})
@@ -204,11 +243,11 @@ func forwardSignals(ctx context.Context, agent api.AgentService, id string, con 
 				}
 				if sig == unix.SIGWINCH {
 					if con != nil {
-						resize(ctx, agent, id, "", con)
+						resize(ctx, agent, id, execID, con)
 					}
 					continue
 				}
-				if _, err := agent.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(sig)}); err != nil {
+				if _, err := agent.Signal(ctx, &api.SignalRequest{ContainerId: id, ExecId: execID, Signal: uint32(sig)}); err != nil {
 					log.G(ctx).WithError(errgrpc.ToNative(err)).Debugf("forwarding %v", sig)
 				}
 			}
@@ -230,4 +269,12 @@ func resize(ctx context.Context, agent api.AgentService, id, execID string, con 
 	if err != nil && !errors.Is(errgrpc.ToNative(err), context.Canceled) {
 		log.G(ctx).WithError(errgrpc.ToNative(err)).Debug("resizing terminal")
 	}
+}
+
+// newState is the state of a container this process owns.
+func newState(id, bundle string, spec *specs.Spec) *State {
+	start, _ := processStart(os.Getpid())
+	return &State{ID: id, Bundle: bundle, Rootfs: RootfsPath(spec, bundle), Status: StatusCreating,
+		Pid: os.Getpid(), OwnerStart: start, Created: time.Now().UTC(), Annotations: spec.Annotations,
+		Owner: currentUser()}
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -31,6 +34,42 @@ type State struct {
 	Created     time.Time         `json:"created"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Accel       string            `json:"accel,omitempty"`
+	// OwnerStart is the start time (clock ticks since boot) of the process
+	// Pid, so a recycled pid is never taken for the owner.
+	OwnerStart uint64 `json:"owner_start,omitempty"`
+	// VMMPid is the hypervisor process, a child of the owner.
+	VMMPid     int    `json:"vmm_pid,omitempty"`
+	ExitStatus int    `json:"exit_status,omitempty"`
+	Owner      string `json:"owner,omitempty"`
+}
+
+// alive says whether the owner recorded in st is still running.
+func (st *State) alive() bool {
+	if st.Pid <= 0 {
+		return false
+	}
+	start, err := processStart(st.Pid)
+	return err == nil && (st.OwnerStart == 0 || start == st.OwnerStart)
+}
+
+// processStart reads a process's start time from /proc/PID/stat; it fails
+// for a zombie.
+func processStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("process %d is gone", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // StateDir is one container's directory under the root. Holding it means
@@ -154,4 +193,12 @@ func (d *StateDir) Remove() error {
 	err := os.RemoveAll(d.Path)
 	d.Unlock()
 	return err
+}
+
+// currentUser names the user for `vzrun list`.
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(os.Getuid())
 }

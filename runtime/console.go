@@ -1,0 +1,56 @@
+package runtime
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/containerd/console"
+	"golang.org/x/sys/unix"
+)
+
+// newTerminal makes a pty for a detached container's terminal, as runc
+// does for --console-socket: the master goes to the caller over the
+// socket, the slave becomes this process's controlling terminal (so window
+// size changes arrive as SIGWINCH) and carries the guest pty's bytes. The
+// slave is raw: the guest's pty does the line discipline.
+func newTerminal(socketPath string) (*os.File, error) {
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		return nil, fmt.Errorf("allocating a pty: %w", err)
+	}
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := sendFile(socketPath, master.Name(), int(master.Fd())); err != nil {
+		slave.Close()
+		return nil, err
+	}
+	if c, err := console.ConsoleFromFile(slave); err == nil {
+		_ = c.SetRaw()
+	}
+	// Only a session leader without a terminal can do this; a foreground
+	// vzrun exec keeps the caller's terminal and skips it.
+	_ = unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0)
+	return slave, nil
+}
+
+// sendFile passes fd over the unix socket at path, named name, the way
+// runc hands a console master to its caller.
+func sendFile(path, name string, fd int) error {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("connecting to console socket %s: %w", path, err)
+	}
+	defer conn.Close()
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("console socket %s is not a unix socket", path)
+	}
+	if _, _, err := uc.WriteMsgUnix([]byte(name), unix.UnixRights(fd), nil); err != nil {
+		return fmt.Errorf("sending the terminal over %s: %w", path, err)
+	}
+	return nil
+}

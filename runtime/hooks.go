@@ -1,0 +1,56 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// runHooks runs host-side OCI hooks in order, each with the container's
+// state on stdin; the first failure stops them.
+//
+// Where hooks run: prestart, createRuntime, poststart and poststop run on
+// the host (they set up what the VM is attached to: networks, devices);
+// createContainer and startContainer run in the container's namespaces,
+// which are in the guest, so runc runs them there.
+func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.State) error {
+	if len(hooks) == 0 {
+		return nil
+	}
+	state, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	for _, h := range hooks {
+		hctx := ctx
+		if h.Timeout != nil && *h.Timeout > 0 {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
+			defer cancel()
+		}
+		cmd := exec.CommandContext(hctx, h.Path)
+		if len(h.Args) > 0 {
+			cmd.Args = h.Args
+		}
+		cmd.Env = h.Env
+		cmd.Stdin = bytes.NewReader(state)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s hook %s: %v: %s", kind, h.Path, err, strings.TrimSpace(out.String()))
+		}
+	}
+	return nil
+}
+
+// specState is the runtime-spec state handed to hooks.
+func specState(st *State, status string) *specs.State {
+	return &specs.State{Version: specs.Version, ID: st.ID, Status: specs.ContainerState(status),
+		Pid: st.Pid, Bundle: st.Bundle, Annotations: st.Annotations}
+}

@@ -1,0 +1,309 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/console"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+)
+
+// CreateOptions is `vzrun create` (and `run --detach`).
+type CreateOptions struct {
+	ID            string
+	Bundle        string
+	PidFile       string
+	ConsoleSocket string
+	// Monitor is the command that becomes the container's monitor: the
+	// vzrun binary and its global flags; "monitor" and its own flags are
+	// appended.
+	Monitor []string
+}
+
+// Create boots the container's VM and creates its process, not started.
+// The VM is owned by a monitor process (a re-executed vzrun) that outlives
+// this call: it holds the VM, relays the container's stdio (inherited
+// from the caller, as runc's container inherits runc's), serves the other
+// commands on a socket in the state dir and exits with the container's
+// exit status. Its pid is the container's pid.
+func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
+	bundle, err := filepath.Abs(o.Bundle)
+	if err != nil {
+		return err
+	}
+	if err := ValidateID(o.ID); err != nil {
+		return err
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	if spec.Process.Terminal && o.ConsoleSocket == "" {
+		return fmt.Errorf("process.terminal is set: a detached container needs --console-socket: %w", errdefs.ErrInvalidArgument)
+	}
+	if !spec.Process.Terminal && o.ConsoleSocket != "" {
+		return fmt.Errorf("--console-socket given but process.terminal is not set: %w", errdefs.ErrInvalidArgument)
+	}
+	dir, err := CreateStateDir(r.Root, o.ID)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			killStateProcesses(dir.Path)
+			_ = dir.Remove()
+		}
+	}()
+	st := newState(o.ID, bundle, spec)
+	st.Pid = 0
+	if err := dir.Save(st); err != nil {
+		return err
+	}
+	dir.Unlock()
+
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer ready.Close()
+	args := append(o.Monitor[1:], "monitor", "--bundle", bundle, "--state-dir", dir.Path+"/")
+	if o.ConsoleSocket != "" {
+		cs, err := filepath.Abs(o.ConsoleSocket)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--console-socket", cs)
+	}
+	cmd := exec.Command(o.Monitor[0], append(args, o.ID)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return fmt.Errorf("starting the monitor: %w", err)
+	}
+	readyW.Close()
+	msg, _ := io.ReadAll(ready)
+	if string(msg) != "ok" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if len(msg) == 0 {
+			return fmt.Errorf("creating container %s: the monitor exited", o.ID)
+		}
+		return errors.New(string(msg))
+	}
+	if o.PidFile != "" {
+		if err := writePidFile(o.PidFile, cmd.Process.Pid); err != nil {
+			return err
+		}
+	}
+	return cmd.Process.Release()
+}
+
+// writePidFile writes pid atomically, as runc does.
+func writePidFile(path string, pid int) error {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("writing pid file: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// MonitorOptions is the hidden `vzrun monitor` command.
+type MonitorOptions struct {
+	ID            string
+	Bundle        string
+	StateDir      string
+	ConsoleSocket string
+	// Ready is told "ok" or the error once the container is created.
+	Ready *os.File
+}
+
+// RunMonitor is the body of a container's monitor process; it returns the
+// exit status the process should exit with.
+func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
+	m := &monitor{r: r, o: o}
+	if err := m.create(ctx); err != nil {
+		log.G(ctx).WithError(err).WithField("id", o.ID).Error("creating container")
+		fmt.Fprint(o.Ready, err.Error())
+		o.Ready.Close()
+		m.teardown(ctx)
+		return 1
+	}
+	fmt.Fprint(o.Ready, "ok")
+	o.Ready.Close()
+	return m.wait(ctx)
+}
+
+type monitor struct {
+	r      *Runtime
+	o      MonitorOptions
+	dir    *StateDir
+	st     *State
+	sb     *Sandbox
+	plan   *containerVM
+	spec   []byte
+	hooks  hooksOf
+	server *ttrpc.Server
+	relay  *relay
+	stopSignals func()
+
+	// vcpus serialises pausing and resuming the VM's vCPUs.
+	vcpus  sync.Mutex
+	paused bool
+}
+
+// hooksOf keeps the spec's host hooks.
+type hooksOf struct {
+	prestart, createRuntime, poststart, poststop []specs.Hook
+}
+
+func (m *monitor) create(ctx context.Context) error {
+	dir := &StateDir{Path: filepath.Clean(m.o.StateDir)}
+	m.dir = dir
+	st, err := dir.Load()
+	if err != nil {
+		return err
+	}
+	m.st = st
+	spec, err := LoadSpec(m.o.Bundle)
+	if err != nil {
+		return err
+	}
+	if spec.Hooks != nil {
+		m.hooks = hooksOf{spec.Hooks.Prestart, spec.Hooks.CreateRuntime, spec.Hooks.Poststart, spec.Hooks.Poststop} //nolint:staticcheck // prestart is deprecated but still honoured
+	}
+	start, _ := processStart(os.Getpid())
+	st.Pid, st.OwnerStart = os.Getpid(), start
+
+	plan, err := m.r.planVM(ctx, m.o.ID, m.o.Bundle, spec, dir)
+	if err != nil {
+		return err
+	}
+	m.plan = plan
+	sb, err := m.r.boot(ctx, plan)
+	if err != nil {
+		return err
+	}
+	m.sb = sb
+	st.Accel, st.VMMPid = sb.VM.Accel(), sb.VM.Pid()
+
+	var stdin io.Reader = os.Stdin
+	var stdout, stderr io.Writer = os.Stdout, os.Stderr
+	var con console.Console
+	if m.o.ConsoleSocket != "" {
+		slave, err := newTerminal(m.o.ConsoleSocket)
+		if err != nil {
+			return err
+		}
+		stdin, stdout, stderr = slave, slave, nil
+		con, _ = console.ConsoleFromFile(slave)
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+		ContainerId: m.o.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
+	}); err != nil {
+		return fmt.Errorf("creating container %s: %w", m.o.ID, errgrpc.ToNative(err))
+	}
+	if con != nil {
+		resize(ctx, sb.Agent, m.o.ID, "", con)
+	}
+	m.relay = startRelay(ctx, sb.Agent, m.o.ID, "", stdin, stdout, stderr, spec.Process.Terminal)
+	m.stopSignals = forwardSignals(ctx, sb.Agent, m.o.ID, con)
+
+	state := specState(st, StatusCreated)
+	if err := runHooks(ctx, "prestart", m.hooks.prestart, state); err != nil {
+		return err
+	}
+	if err := runHooks(ctx, "createRuntime", m.hooks.createRuntime, state); err != nil {
+		return err
+	}
+
+	server, err := ttrpc.NewServer()
+	if err != nil {
+		return err
+	}
+	api.RegisterAgentService(server, &proxy{AgentService: sb.Agent, m: m})
+	sock := dir.File("monitor.sock")
+	_ = os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	m.server = server
+	go func() { _ = server.Serve(ctx, l) }()
+
+	st.Status = StatusCreated
+	return dir.Update(st)
+}
+
+// wait follows the container to its end, then stops the VM.
+func (m *monitor) wait(ctx context.Context) int {
+	w, err := m.sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: m.o.ID})
+	status := 255
+	if err == nil {
+		status = int(w.ExitStatus)
+		m.relay.wait()
+	} else {
+		log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("id", m.o.ID).Error("lost the container")
+	}
+	m.teardown(ctx)
+	if st, err := m.dir.Load(); err == nil {
+		st.Status, st.ExitStatus = StatusStopped, status
+		_ = m.dir.Update(st)
+	}
+	return status
+}
+
+// teardown stops the VM and whatever the monitor made.
+func (m *monitor) teardown(ctx context.Context) {
+	if m.stopSignals != nil {
+		m.stopSignals()
+	}
+	if m.server != nil {
+		_ = m.server.Close()
+		_ = os.Remove(m.dir.File("monitor.sock"))
+	}
+	if m.sb != nil {
+		m.sb.Shutdown(context.WithoutCancel(ctx))
+		if m.plan.afterStop != nil {
+			if err := m.plan.afterStop(ctx); err != nil {
+				log.G(ctx).WithError(err).WithField("id", m.o.ID).Error("syncing the rootfs back")
+			}
+		}
+	}
+}
+
+// Connect returns a client of the monitor of a running container.
+func Connect(ctx context.Context, dir *StateDir) (api.AgentService, func(), error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", dir.File("monitor.sock"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s is not running: %w", filepath.Base(dir.Path), errdefs.ErrFailedPrecondition)
+	}
+	c := ttrpc.NewClient(conn)
+	return api.NewAgentClient(c), func() { c.Close() }, nil
+}

@@ -1,0 +1,128 @@
+package runtime
+
+import (
+	"context"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
+)
+
+// proxy is what a monitor serves to the other vzrun commands: the agent's
+// API, forwarded, with the monitor's own part where the host is involved
+// (state file, host hooks, the VM's vCPUs).
+type proxy struct {
+	api.AgentService
+	m *monitor
+}
+
+// withVCPUs runs fn with the VM's vCPUs running: the agent cannot answer
+// while the VM is paused, but a paused container can still be signalled
+// and inspected (its processes stay frozen by the cgroup freezer).
+func (p *proxy) withVCPUs(ctx context.Context, fn func() error) error {
+	m := p.m
+	m.vcpus.Lock()
+	defer m.vcpus.Unlock()
+	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok && m.paused {
+		if err := pauser.Resume(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			if err := pauser.Pause(ctx); err != nil {
+				log.G(ctx).WithError(err).Warn("re-pausing vcpus")
+			}
+		}()
+	}
+	return fn()
+}
+
+func (p *proxy) setStatus(status string) error {
+	st, err := p.m.dir.Load()
+	if err != nil {
+		return err
+	}
+	st.Status = status
+	return p.m.dir.Update(st)
+}
+
+func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartResponse, error) {
+	resp, err := p.AgentService.Start(ctx, req)
+	if err != nil || req.ExecId != "" {
+		return resp, err
+	}
+	if err := p.setStatus(StatusRunning); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	// A failing poststart hook is logged, not fatal (runtime-spec).
+	st, _ := p.m.dir.Load()
+	if st != nil {
+		if err := runHooks(ctx, "poststart", p.m.hooks.poststart, specState(st, StatusRunning)); err != nil {
+			log.G(ctx).WithError(err).Warn("poststart hook")
+		}
+	}
+	return resp, nil
+}
+
+func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
+	m := p.m
+	m.vcpus.Lock()
+	defer m.vcpus.Unlock()
+	if m.paused {
+		return &api.Empty{}, nil
+	}
+	resp, err := p.AgentService.Pause(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok {
+		if err := pauser.Pause(ctx); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	m.paused = true
+	return resp, errgrpc.ToGRPC(p.setStatus(StatusPaused))
+}
+
+func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
+	m := p.m
+	m.vcpus.Lock()
+	defer m.vcpus.Unlock()
+	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok && m.paused {
+		if err := pauser.Resume(ctx); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	m.paused = false
+	resp, err := p.AgentService.Resume(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp, errgrpc.ToGRPC(p.setStatus(StatusRunning))
+}
+
+func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {
+	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Signal(ctx, req); return err })
+	return resp, err
+}
+
+func (p *proxy) State(ctx context.Context, req *api.StateRequest) (resp *api.StateResponse, err error) {
+	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.State(ctx, req); return err })
+	return resp, err
+}
+
+func (p *proxy) Stats(ctx context.Context, req *api.ContainerRequest) (resp *api.StatsResponse, err error) {
+	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Stats(ctx, req); return err })
+	return resp, err
+}
+
+func (p *proxy) Pids(ctx context.Context, req *api.PidsRequest) (resp *api.PidsResponse, err error) {
+	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Pids(ctx, req); return err })
+	return resp, err
+}
+
+func (p *proxy) Update(ctx context.Context, req *api.UpdateRequest) (resp *api.Empty, err error) {
+	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Update(ctx, req); return err })
+	return resp, err
+}
