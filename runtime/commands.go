@@ -449,4 +449,3 @@ func (r *Runtime) ExecProcess(id string) (*specs.Process, error) {
 	p.ConsoleSize = nil
 	return &p, nil
 }
-

@@ -156,16 +156,16 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 }
 
 type monitor struct {
-	r      *Runtime
-	o      MonitorOptions
-	dir    *StateDir
-	st     *State
-	sb     *Sandbox
-	plan   *containerVM
-	spec   []byte
-	hooks  hooksOf
-	server *ttrpc.Server
-	relay  *relay
+	r           *Runtime
+	o           MonitorOptions
+	dir         *StateDir
+	st          *State
+	sb          *Sandbox
+	plan        *containerVM
+	spec        []byte
+	hooks       hooksOf
+	server      *ttrpc.Server
+	relay       *relay
 	stopSignals func()
 
 	// vcpus serialises pausing and resuming the VM's vCPUs.
