@@ -394,7 +394,9 @@ func (r *Runtime) execDetached(ctx context.Context, o ExecOptions) error {
 	}
 	defer ready.Close()
 	cmd := exec.Command(o.Self[0], o.Self[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if o.ConsoleSocket == "" {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

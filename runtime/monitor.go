@@ -91,7 +91,11 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 		args = append(args, "--console-socket", cs)
 	}
 	cmd := exec.Command(o.Monitor[0], append(args, o.ID)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// The container's stdio is the caller's, as with runc; with a terminal
+	// it is the pty instead, and the caller's stdio is not held open.
+	if o.ConsoleSocket == "" {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

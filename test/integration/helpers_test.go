@@ -205,6 +205,24 @@ func (v *vz) runOK(args ...string) result {
 	return r
 }
 
+// detach runs a vzrun command that leaves a container running: like runc,
+// the container inherits vzrun's stdio, so it gets files, not pipes that
+// would stay open until the container exits.
+func (v *vz) detach(args ...string) {
+	v.t.Helper()
+	out, err := os.CreateTemp(v.t.TempDir(), "out")
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := v.cmd(args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out.Name())
+		v.t.Fatalf("vzrun %v: %v: %s", args, err, b)
+	}
+}
+
 // assertClean fails the test if anything of this root is left: a state
 // dir, or a process (QEMU, virtiofsd) whose command line names the root.
 func (v *vz) assertClean() {

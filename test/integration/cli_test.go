@@ -1,0 +1,437 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/console"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The test binary is a subreaper, as containerd's shims are: the process
+// whose pid vzrun writes to --pid-file becomes our child once vzrun exits,
+// and we learn the container's exit status by waiting for it.
+func init() {
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// pipes gives a vzrun command stdio pipes the way containerd's runc shim
+// does, and collects what comes out after vzrun itself has exited.
+type pipes struct {
+	stdinW         *os.File
+	stdout, stderr syncBuffer
+	files          []*os.File
+	done           sync.WaitGroup
+}
+
+func withPipes(t *testing.T, cmd *exec.Cmd) *pipes {
+	t.Helper()
+	p := &pipes{}
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	p.stdinW = inW
+	p.files = []*os.File{inR, outW, errW}
+	for _, c := range []struct {
+		r *os.File
+		w io.Writer
+	}{{outR, &p.stdout}, {errR, &p.stderr}} {
+		p.done.Add(1)
+		go func() {
+			defer p.done.Done()
+			_, _ = io.Copy(c.w, c.r)
+			c.r.Close()
+		}()
+	}
+	return p
+}
+
+// started closes our copies of the child's ends.
+func (p *pipes) started() {
+	for _, f := range p.files {
+		f.Close()
+	}
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("pid file: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file %q: %v", b, err)
+	}
+	return pid
+}
+
+// waitChild waits for a reparented child and returns its exit status the
+// way containerd computes it (128+signal when signalled).
+func waitChild(t *testing.T, pid int, timeout time.Duration) int {
+	t.Helper()
+	type res struct {
+		ws  unix.WaitStatus
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		ch <- res{ws, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("wait4(%d): %v", pid, r.err)
+		}
+		if r.ws.Signaled() {
+			return 128 + int(r.ws.Signal())
+		}
+		return r.ws.ExitStatus()
+	case <-time.After(timeout):
+		t.Fatalf("pid %d did not exit within %s", pid, timeout)
+	}
+	return -1
+}
+
+// TestRuncShimFlow drives vzrun exactly as containerd's runc shim drives
+// runc (BinaryName = vzrun).
+func TestRuncShimFlow(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo init-out; echo init-err >&2; read line; echo got:$line; trap 'exit 9' TERM; echo waiting; while :; do sleep 0.1; done")
+	id := uniqueID(t)
+	cmd := v.cmd("--log", filepath.Join(b.Dir, "log.json"), "--log-format", "json",
+		"create", "--bundle", b.Dir, "--pid-file", filepath.Join(b.Dir, "init.pid"), id)
+	p := withPipes(t, cmd)
+	if out, err := runQuiet(cmd); err != nil {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	p.started()
+	pid := readPid(t, filepath.Join(b.Dir, "init.pid"))
+	st := v.state(id)
+	if st["status"] != "created" || int(st["pid"].(float64)) != pid {
+		t.Fatalf("state after create: %v (pid file %d)", st, pid)
+	}
+	if strings.Contains(p.stdout.String(), "init-out") {
+		t.Fatalf("process ran before start")
+	}
+	v.runOK("start", id)
+	if st := v.state(id); st["status"] != "running" {
+		t.Errorf("state after start: %v", st)
+	}
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(p.stdout.String(), "init-out") })
+	p.stdinW.Write([]byte("hello\n"))
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(p.stdout.String(), "waiting") })
+	if got := p.stdout.String(); got != "init-out\ngot:hello\nwaiting\n" {
+		t.Errorf("stdout %q", got)
+	}
+
+	// exec --process P --detach --pid-file F, as the shim does.
+	proc := specs.Process{Args: []string{"sh", "-c", "echo exec-out; echo exec-err >&2; exit 3"}, Cwd: "/", Env: []string{"PATH=/bin"}}
+	pj, _ := json.Marshal(proc)
+	procFile := filepath.Join(t.TempDir(), "process.json")
+	writeFile(t, procFile, string(pj))
+	ecmd := v.cmd("--log", filepath.Join(b.Dir, "log.json"), "--log-format", "json",
+		"exec", "--process", procFile, "--detach", "--pid-file", filepath.Join(b.Dir, "exec.pid"), id)
+	ep := withPipes(t, ecmd)
+	if out, err := runQuiet(ecmd); err != nil {
+		t.Fatalf("exec: %v %s", err, out)
+	}
+	ep.started()
+	epid := readPid(t, filepath.Join(b.Dir, "exec.pid"))
+	if status := waitChild(t, epid, 60*time.Second); status != 3 {
+		t.Errorf("exec status %d, want 3", status)
+	}
+	ep.done.Wait()
+	if ep.stdout.String() != "exec-out\n" || ep.stderr.String() != "exec-err\n" {
+		t.Errorf("exec stdout %q stderr %q", ep.stdout.String(), ep.stderr.String())
+	}
+
+	v.runOK("kill", id, "15")
+	if status := waitChild(t, pid, 60*time.Second); status != 9 {
+		t.Errorf("init exit status %d, want 9", status)
+	}
+	p.done.Wait()
+	if p.stderr.String() != "init-err\n" {
+		t.Errorf("stderr %q", p.stderr.String())
+	}
+	if st := v.state(id); st["status"] != "stopped" {
+		t.Errorf("state after exit: %v", st)
+	}
+	v.runOK("delete", id)
+}
+
+func runQuiet(cmd *exec.Cmd) (string, error) {
+	var buf bytes.Buffer
+	if cmd.Stderr == nil {
+		cmd.Stderr = &buf
+	}
+	err := cmd.Run()
+	return buf.String(), err
+}
+
+// TestRunKeepLikeBuildKit is BuildKit's OCI worker: run --keep, then delete.
+func TestRunKeepLikeBuildKit(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo built > /root/artifact; exit 4")
+	id := uniqueID(t)
+	r := v.run("", "run", "--bundle", b.Dir, "--keep", id)
+	if r.code != 4 {
+		t.Fatalf("run --keep: exit %d, stderr %s", r.code, r.stderr)
+	}
+	if st := v.state(id); st["status"] != "stopped" {
+		t.Errorf("state after run --keep: %v", st)
+	}
+	v.runOK("delete", id)
+	if got, _ := os.ReadFile(filepath.Join(b.rootfs(), "root", "artifact")); string(got) != "built\n" {
+		t.Errorf("artifact %q", got)
+	}
+}
+
+func TestRunDetachAndTerminal(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh")
+	b.Spec.Process.Terminal = true
+	b.Spec.Process.Env = append(b.Spec.Process.Env, "TERM=xterm")
+	b.save(t)
+	sock, err := runc.NewTempConsoleSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	id := uniqueID(t)
+	masters := make(chan console.Console, 1)
+	go func() {
+		m, err := sock.ReceiveMaster()
+		if err == nil {
+			masters <- m
+		}
+	}()
+	v.detach("run", "--detach", "--console-socket", sock.Path(), "--bundle", b.Dir, id)
+	var master console.Console
+	select {
+	case master = <-masters:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no terminal master on the console socket")
+	}
+	defer master.Close()
+	var out syncBuffer
+	go func() { _, _ = io.Copy(&out, master) }()
+	if err := master.Resize(console.WinSize{Height: 33, Width: 101}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	master.Write([]byte("stty size; tty; echo mark$((6*7))\n"))
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "mark42") })
+	if !strings.Contains(out.String(), "33 101") || !strings.Contains(out.String(), "/dev/pts/") {
+		t.Errorf("terminal output %q: want size 33 101 and a pts", out.String())
+	}
+	master.Write([]byte("exit 0\n"))
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	v.runOK("delete", id)
+}
+
+func TestWrongStateErrors(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
+	id := uniqueID(t)
+	for _, args := range [][]string{{"start", "nope"}, {"kill", "nope"}, {"delete", "nope"}, {"state", "nope"}, {"exec", "nope", "true"}, {"pause", "nope"}} {
+		if r := v.run("", args...); r.code == 0 || !strings.Contains(r.stderr, "container nope does not exist") {
+			t.Errorf("%v: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	checks := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"start", id}, "is running"},
+		{[]string{"delete", id}, "is running"},
+		{[]string{"resume", id}, "is running"},
+		{[]string{"kill", id, "SIGNOPE"}, `invalid signal "SIGNOPE"`},
+		{[]string{"kill", id, "99"}, `invalid signal "99"`},
+		{[]string{"exec", "--process", "/nonexistent.json", id}, "/nonexistent.json"},
+		{[]string{"exec", "--preserve-fds", "2", id, "true"}, "cannot be passed into a VM"},
+		{[]string{"checkpoint", id}, "not supported"},
+		{[]string{"create", "--bundle", b.Dir, id}, "already exists"},
+	}
+	for _, c := range checks {
+		if r := v.run("", c.args...); r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d stderr %q; want %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if st := v.state(id); st["status"] != "running" {
+		t.Errorf("state after the failed commands: %v", st)
+	}
+	bad := filepath.Join(t.TempDir(), "p.json")
+	writeFile(t, bad, `{"args": "not a list"}`)
+	if r := v.run("", "exec", "--process", bad, id); r.code == 0 || !strings.Contains(r.stderr, "p.json") {
+		t.Errorf("bad process.json: exit %d stderr %q", r.code, r.stderr)
+	}
+	v.runOK("kill", id, "KILL")
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	if r := v.run("", "exec", id, "true"); r.code == 0 || !strings.Contains(r.stderr, "stopped") {
+		t.Errorf("exec on stopped: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := v.run("", "start", id); r.code == 0 || !strings.Contains(r.stderr, "is stopped") {
+		t.Errorf("start on stopped: exit %d stderr %q", r.code, r.stderr)
+	}
+	v.runOK("delete", id)
+}
+
+func TestKill9OfMonitor(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
+	id := uniqueID(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	v.detach("run", "--detach", "--pid-file", pidFile, "--bundle", b.Dir, id)
+	pid := readPid(t, pidFile)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitChild(t, pid, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	v.runOK("delete", id)
+}
+
+func TestDeleteForce(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	v.runOK("pause", id)
+	v.runOK("delete", "--force", id)
+}
+
+func TestPauseResumeUpdateEvents(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro"}})
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	b.save(t)
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	count := func() int {
+		b, _ := os.ReadFile(filepath.Join(b.rootfs(), "tmp", "count"))
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	waitFor(t, 30*time.Second, func() bool { return count() > 0 })
+	v.runOK("pause", id)
+	if st := v.state(id); st["status"] != "paused" {
+		t.Errorf("state after pause: %v", st)
+	}
+	// A paused container can still be inspected.
+	v.runOK("ps", id)
+	before := count()
+	time.Sleep(time.Second)
+	if after := count(); after != before {
+		t.Errorf("counter moved while paused: %d -> %d", before, after)
+	}
+	v.runOK("resume", id)
+	waitFor(t, 30*time.Second, func() bool { return count() > before })
+
+	v.runOK("update", "--memory", "64m", "--pids-limit", "50", id)
+	r := v.runOK("exec", id, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max")
+	if r.stdout != "67108864\n50\n" {
+		t.Errorf("cgroup limits after update: %q", r.stdout)
+	}
+	r = v.runOK("events", "--stats", id)
+	var ev runc.Event
+	if err := json.NewDecoder(bufio.NewReader(strings.NewReader(r.stdout))).Decode(&ev); err != nil {
+		t.Fatalf("events output %q: %v", r.stdout, err)
+	}
+	if ev.Type != "stats" || ev.Stats.Memory.Usage.Limit != 64<<20 || ev.Stats.Cpu.Usage.Total == 0 || ev.Stats.Pids.Current == 0 {
+		t.Errorf("stats event %+v", ev.Stats)
+	}
+	pr := v.runOK("ps", "--format", "json", id)
+	var pids []int
+	if err := json.Unmarshal([]byte(pr.stdout), &pids); err != nil || len(pids) == 0 {
+		t.Errorf("ps --format json: %q %v", pr.stdout, err)
+	}
+	lr := v.runOK("list", "--format", "json")
+	if !strings.Contains(lr.stdout, `"id":"`+id+`"`) || !strings.Contains(lr.stdout, `"status":"running"`) {
+		t.Errorf("list: %s", lr.stdout)
+	}
+	v.runOK("kill", id, "KILL")
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	v.runOK("delete", id)
+}
+
+func TestHostHooks(t *testing.T) {
+	v := newVZ(t)
+	out := t.TempDir()
+	b := newBundle(t, "true")
+	hook := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(out, name)}}
+	}
+	b.Spec.Hooks = &specs.Hooks{
+		CreateRuntime: []specs.Hook{hook("createRuntime")},
+		Poststart:     []specs.Hook{hook("poststart")},
+		Poststop:      []specs.Hook{hook("poststop")},
+	}
+	b.save(t)
+	id := uniqueID(t)
+	v.runOK("run", "--bundle", b.Dir, id)
+	for _, name := range []string{"createRuntime", "poststart", "poststop"} {
+		data, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Errorf("%s hook did not run: %v", name, err)
+			continue
+		}
+		var st specs.State
+		if err := json.Unmarshal(data, &st); err != nil || st.ID != id || st.Bundle != b.Dir {
+			t.Errorf("%s hook got state %q: %v", name, data, err)
+		}
+	}
+}
+
+func TestFeaturesAndSpec(t *testing.T) {
+	v := &vz{t: t, root: t.TempDir()}
+	r := v.runOK("features")
+	var f map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil || f["ociVersionMax"] == nil {
+		t.Errorf("features: %q %v", r.stdout, err)
+	}
+	dir := t.TempDir()
+	v.runOK("spec", "--bundle", dir)
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		t.Error(err)
+	}
+	if r := v.run("", "spec", "--bundle", dir); r.code == 0 {
+		t.Error("spec overwrote an existing config.json")
+	}
+}
