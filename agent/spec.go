@@ -22,9 +22,15 @@ func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) err
 		return fmt.Errorf("spec has no process: %w", errdefs.ErrInvalidArgument)
 	}
 	s.Root.Path = rootPath
-	// Hooks run on the host, where vzrun runs them; the guest has none of
-	// the hook binaries.
-	s.Hooks = nil
+	// prestart, createRuntime, poststart and poststop run on the host,
+	// where vzrun runs them; createContainer and startContainer run in the
+	// container's namespaces, which are here, so runc runs those.
+	if h := s.Hooks; h != nil {
+		s.Hooks = nil
+		if len(h.CreateContainer)+len(h.StartContainer) > 0 {
+			s.Hooks = &specs.Hooks{CreateContainer: h.CreateContainer, StartContainer: h.StartContainer}
+		}
+	}
 	s.Process.ApparmorProfile = ""
 	s.Process.SelinuxLabel = ""
 

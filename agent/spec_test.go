@@ -10,7 +10,7 @@ func TestGuestSpec(t *testing.T) {
 	s := &specs.Spec{
 		Root:    &specs.Root{Path: "/host/bundle/rootfs", Readonly: true},
 		Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "docker-default"},
-		Hooks:   &specs.Hooks{Poststop: []specs.Hook{{Path: "/usr/bin/cleanup"}}},
+		Hooks:   &specs.Hooks{Poststop: []specs.Hook{{Path: "/usr/bin/cleanup"}}, StartContainer: []specs.Hook{{Path: "/bin/true"}}},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/x/resolv.conf", Options: []string{"rbind", "ro"}},
@@ -33,7 +33,7 @@ func TestGuestSpec(t *testing.T) {
 	if s.Root.Path != "/run/vzrun/shares/rootfs" || !s.Root.Readonly {
 		t.Errorf("root %+v", s.Root)
 	}
-	if s.Hooks != nil || s.Process.ApparmorProfile != "" {
+	if s.Hooks == nil || len(s.Hooks.Poststop) != 0 || len(s.Hooks.StartContainer) != 1 || s.Process.ApparmorProfile != "" {
 		t.Errorf("host-only settings kept: hooks %v apparmor %q", s.Hooks, s.Process.ApparmorProfile)
 	}
 	if s.Mounts[1].Source != "/run/vzrun/shares/m0/resolv.conf" || s.Mounts[2].Source != "/run/vzrun/shares/m1" || s.Mounts[0].Source != "proc" {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -312,19 +313,44 @@ func TestWrongStateErrors(t *testing.T) {
 	v.runOK("delete", id)
 }
 
-func TestKill9OfMonitor(t *testing.T) {
-	v := newVZ(t)
-	b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
-	id := uniqueID(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	v.detach("run", "--detach", "--pid-file", pidFile, "--bundle", b.Dir, id)
-	pid := readPid(t, pidFile)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+// TestKill9OfDetached kills each host process of a detached container;
+// state must turn stopped and delete must leave nothing behind.
+func TestKill9OfDetached(t *testing.T) {
+	for _, victim := range []string{"monitor", "qemu-system", "virtiofsd"} {
+		t.Run(victim, func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
+			id := uniqueID(t)
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			v.detach("run", "--detach", "--pid-file", pidFile, "--bundle", b.Dir, id)
+			monitor := readPid(t, pidFile)
+			pid := monitor
+			if victim != "monitor" {
+				pid = 0
+				for _, p := range processesMentioning(v.root) {
+					if strings.Contains(p, victim) {
+						fmt.Sscan(p, &pid)
+					}
+				}
+				if pid == 0 {
+					t.Fatalf("no %s process", victim)
+				}
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if victim == "virtiofsd" {
+				// The VM survives losing its file server; the container
+				// is still killable and deletable.
+				v.runOK("delete", "--force", id)
+				waitChild(t, monitor, 30*time.Second)
+				return
+			}
+			waitChild(t, monitor, 30*time.Second)
+			waitFor(t, 10*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+			v.runOK("delete", id)
+		})
 	}
-	waitChild(t, pid, 10*time.Second)
-	waitFor(t, 10*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
-	v.runOK("delete", id)
 }
 
 func TestDeleteForce(t *testing.T) {
@@ -399,13 +425,18 @@ func TestHostHooks(t *testing.T) {
 		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(out, name)}}
 	}
 	b.Spec.Hooks = &specs.Hooks{
-		CreateRuntime: []specs.Hook{hook("createRuntime")},
-		Poststart:     []specs.Hook{hook("poststart")},
-		Poststop:      []specs.Hook{hook("poststop")},
+		// Runs in the container, in the guest: its path is the container's.
+		StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo in-container > /root/startContainer"}}},
+		CreateRuntime:  []specs.Hook{hook("createRuntime")},
+		Poststart:      []specs.Hook{hook("poststart")},
+		Poststop:       []specs.Hook{hook("poststop")},
 	}
 	b.save(t)
 	id := uniqueID(t)
 	v.runOK("run", "--bundle", b.Dir, id)
+	if got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "startContainer")); string(got) != "in-container\n" {
+		t.Errorf("startContainer hook: %q %v", got, err)
+	}
 	for _, name := range []string{"createRuntime", "poststart", "poststop"} {
 		data, err := os.ReadFile(filepath.Join(out, name))
 		if err != nil {

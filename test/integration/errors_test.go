@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,8 +136,19 @@ func TestKill9OfOwner(t *testing.T) {
 				t.Fatalf("state before the kill: %v", st)
 			}
 			pid := cmd.Process.Pid
+			if int(st["pid"].(float64)) != pid {
+				t.Errorf("state pid %v, want the owner of the VM, vzrun run (%d)", st["pid"], pid)
+			}
 			if victim == "qemu" {
-				pid = int(st["pid"].(float64))
+				pid = 0
+				for _, p := range processesMentioning(v.root) {
+					if strings.Contains(p, "qemu-system") {
+						fmt.Sscan(p, &pid)
+					}
+				}
+				if pid == 0 {
+					t.Fatal("no qemu process found")
+				}
 			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
