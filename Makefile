@@ -16,6 +16,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Pinned versions of everything fetched from the Go proxy.
 RUNC_VERSION          := v1.5.2
+CONTAINERD_VERSION    := v2.4.2
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_TTRPC_VERSION := v1.2.10
 STATICCHECK_VERSION   := v0.8.2
@@ -47,6 +48,7 @@ deps: ## install the Debian packages vzrun needs (apt, as root)
 .PHONY: build
 build: ## build vzrun and the guest agent into _output/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/vzrun ./cmd/vzrun
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/containerd-shim-vz-v2 ./cmd/containerd-shim-vz-v2
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/vz-agent-$(ARCH) ./cmd/vz-agent
 
 .PHONY: kernel
@@ -58,6 +60,17 @@ $(RUNC):
 	mkdir -p $(dir $@)
 	cd $(dir $@) && CGO_ENABLED=1 GOARCH=$(GOARCH) GOBIN=$(dir $@) $(GO) install -tags "seccomp netgo osusergo" \
 		-ldflags '-s -w -extldflags "-static"' github.com/opencontainers/runc@$(RUNC_VERSION)
+
+CONTAINERD_BIN := $(CACHE)/containerd-$(CONTAINERD_VERSION)
+$(CONTAINERD_BIN)/containerd:
+	@echo "containerd: building $(CONTAINERD_VERSION) and ctr from the Go proxy"
+	mkdir -p $(CONTAINERD_BIN)
+	cd $(CONTAINERD_BIN) && GOBIN=$(CONTAINERD_BIN) $(GO) install -tags "no_btrfs urfave_cli_no_docs" \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION)
+
+.PHONY: test-deps
+test-deps: $(CONTAINERD_BIN)/containerd ## install the pinned peers the tests drive (containerd, ctr)
 
 .PHONY: initrd
 initrd: build $(RUNC) ## pack the guest initramfs (agent as /init, static runc)
@@ -79,7 +92,7 @@ demo: all ## set everything up and run busybox in a VM
 	$(BIN)/vzrun --root $(OUT)/run run --bundle $(OUT)/demo demo-$$$$
 
 .PHONY: test
-test: all lint check-protos ## lint, unit tests and integration tests (boots real VMs)
+test: all test-deps lint check-protos ## lint, unit tests and integration tests (boots real VMs)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
 	$(GO) test -count=1 -v -timeout 30m ./test/integration/... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; exit $${PIPESTATUS[0]}
 

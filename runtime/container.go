@@ -1,0 +1,128 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+)
+
+// Container is a container whose VM this process owns: the monitor of a
+// detached vzrun container, or the containerd shim.
+type Container struct {
+	ID     string
+	Bundle string
+	Spec   *specs.Spec
+	Dir    *StateDir
+	State  *State
+	// Agent talks to the VM's agent.
+	Agent api.AgentService
+
+	sb   *Sandbox
+	plan *containerVM
+}
+
+// NewContainer makes the state dir, boots the VM and creates the
+// container's init process in it, not started. On error nothing is left.
+func (r *Runtime) NewContainer(ctx context.Context, id, bundle string) (_ *Container, retErr error) {
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := CreateStateDir(r.Root, id)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: id, Bundle: bundle, Spec: spec, Dir: dir, State: newState(id, bundle, spec)}
+	defer func() {
+		if retErr != nil {
+			c.Destroy(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := dir.Save(c.State); err != nil {
+		return nil, err
+	}
+	dir.Unlock()
+	if err := c.boot(ctx, r); err != nil {
+		return nil, err
+	}
+	c.State.Status = StatusCreated
+	return c, dir.Update(c.State)
+}
+
+// boot starts the VM of c and creates the container in it.
+func (c *Container) boot(ctx context.Context, r *Runtime) error {
+	plan, err := r.planVM(ctx, c.ID, c.Bundle, c.Spec, c.Dir)
+	if err != nil {
+		return err
+	}
+	c.plan = plan
+	sb, err := r.boot(ctx, plan)
+	if err != nil {
+		return err
+	}
+	c.sb, c.Agent = sb, sb.Agent
+	c.State.Accel, c.State.VMMPid = sb.VM.Accel(), sb.VM.Pid()
+	specJSON, err := json.Marshal(c.Spec)
+	if err != nil {
+		return err
+	}
+	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+		ContainerId: c.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
+	}); err != nil {
+		return fmt.Errorf("creating container %s: %w", c.ID, errgrpc.ToNative(err))
+	}
+	return nil
+}
+
+// VMMPid is the hypervisor process.
+func (c *Container) VMMPid() int { return c.sb.VM.Pid() }
+
+// Relay copies a process's stdio between the given streams and the agent
+// until the process's output ends; Wait on the result.
+func (c *Container) Relay(ctx context.Context, execID string, stdin io.Reader, stdout, stderr io.Writer, terminal bool) *Relay {
+	return startRelay(ctx, c.Agent, c.ID, execID, stdin, stdout, stderr, terminal)
+}
+
+// Relay is a running stdio relay.
+type Relay = relay
+
+// Wait blocks until the process's output has been copied out.
+func (r *Relay) Wait() { r.wait() }
+
+// SetStatus records a new status in the state file.
+func (c *Container) SetStatus(status string) error {
+	c.State.Status = status
+	return c.Dir.Update(c.State)
+}
+
+// Destroy stops the VM, syncs a block rootfs back and removes the state.
+func (c *Container) Destroy(ctx context.Context) {
+	if c.sb != nil {
+		c.sb.Shutdown(ctx)
+		if c.plan.afterStop != nil {
+			if err := c.plan.afterStop(ctx); err != nil {
+				log.G(ctx).WithError(err).WithField("id", c.ID).Error("syncing the rootfs back")
+			}
+		}
+		c.sb = nil
+	}
+	killStateProcesses(c.Dir.Path)
+	_ = c.Dir.Remove()
+	_ = os.Remove(c.Dir.Path)
+}

@@ -1,0 +1,538 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/fifo"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	vzruntime "github.com/vzrun/vzrun/runtime"
+)
+
+func newRuntime(ns string) *vzruntime.Runtime {
+	return &vzruntime.Runtime{Root: filepath.Join(StateRoot, ns)}
+}
+
+// process is the task's init or one of its execs.
+type process struct {
+	execID   string
+	pid      uint32
+	terminal bool
+	spec     *specs.Process
+	stdio    stdioPaths
+
+	mu       sync.Mutex
+	status   task.Status
+	exitCode uint32
+	exitedAt time.Time
+	done     chan struct{}
+	closers  []io.Closer
+	stdin    io.Closer
+}
+
+type stdioPaths struct{ stdin, stdout, stderr string }
+
+// service is the task API of one container.
+type service struct {
+	ctx       context.Context
+	publisher shim.Publisher
+	sd        shutdown.Service
+
+	mu     sync.Mutex
+	c      *vzruntime.Container
+	bundle string
+	init   *process
+	execs  map[string]*process
+	paused bool
+}
+
+var _ taskAPI.TTRPCTaskService = (*service)(nil)
+
+func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (*service, error) {
+	s := &service{ctx: ctx, publisher: publisher, sd: sd, execs: map[string]*process{}}
+	if address, err := shim.ReadAddress("address"); err == nil {
+		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
+	}
+	return s, nil
+}
+
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+func (s *service) publish(ctx context.Context, topic string, ev any) {
+	if err := s.publisher.Publish(ctx, topic, ev); err != nil {
+		log.G(ctx).WithError(err).WithField("topic", topic).Warn("publishing event")
+	}
+}
+
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, fmt.Errorf("checkpoints: %w", errdefs.ErrNotImplemented)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		return nil, fmt.Errorf("this shim already runs container %s: %w", s.c.ID, errdefs.ErrAlreadyExists)
+	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rootfs := filepath.Join(r.Bundle, "rootfs")
+	if len(r.Rootfs) > 0 {
+		var mounts []mount.Mount
+		for _, m := range r.Rootfs {
+			mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+		}
+		if err := os.MkdirAll(rootfs, 0o711); err != nil {
+			return nil, err
+		}
+		if err := mount.All(mounts, rootfs); err != nil {
+			return nil, fmt.Errorf("mounting rootfs: %w", err)
+		}
+		defer func() {
+			if retErr != nil {
+				_ = mount.UnmountRecursive(rootfs, 0)
+			}
+		}()
+	}
+	c, err := newRuntime(ns).NewContainer(ctx, r.ID, r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	s.c, s.bundle = c, r.Bundle
+	p := &process{pid: uint32(os.Getpid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}),
+		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
+	if err := s.startIO(ctx, p); err != nil {
+		c.Destroy(context.WithoutCancel(ctx))
+		s.c = nil
+		return nil, err
+	}
+	s.init = p
+	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
+		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid: p.pid,
+	})
+	return &taskAPI.CreateTaskResponse{Pid: p.pid}, nil
+}
+
+// startIO opens the process's stdio as containerd gave it (fifos, or
+// file:// URIs) and relays it through the agent.
+func (s *service) startIO(ctx context.Context, p *process) error {
+	var stdin io.ReadCloser
+	var stdout, stderr io.WriteCloser
+	var err error
+	if p.stdio.stdin != "" {
+		if stdin, err = fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+			return fmt.Errorf("opening stdin %s: %w", p.stdio.stdin, err)
+		}
+		p.closers = append(p.closers, stdin)
+		p.stdin = stdin
+	}
+	if u, err := url.Parse(p.stdio.stdout); err == nil && (u.Scheme == "binary" || u.Scheme == "binary-v2") {
+		if stdout, stderr, err = startLogger(ctx, u, s.c.ID); err != nil {
+			return err
+		}
+		p.closers = append(p.closers, stdout, stderr)
+	} else if stdout, err = openOutput(ctx, p.stdio.stdout); err != nil {
+		return err
+	} else if stdout != nil {
+		p.closers = append(p.closers, stdout)
+	}
+	if stderr == nil && !p.terminal && p.stdio.stderr != "" {
+		if p.stdio.stderr == p.stdio.stdout {
+			stderr = stdout
+		} else if stderr, err = openOutput(ctx, p.stdio.stderr); err != nil {
+			return err
+		} else if stderr != nil {
+			p.closers = append(p.closers, stderr)
+		}
+	}
+	var in io.Reader
+	if stdin != nil {
+		in = stdin
+	}
+	var out, errw io.Writer
+	if stdout != nil {
+		out = stdout
+	}
+	if stderr != nil {
+		errw = stderr
+	}
+	relay := s.c.Relay(context.WithoutCancel(ctx), p.execID, in, out, errw, p.terminal)
+	go func() {
+		relay.Wait()
+		<-p.done
+		for _, c := range p.closers {
+			if c != p.stdin {
+				c.Close()
+			}
+		}
+	}()
+	return nil
+}
+
+func openOutput(ctx context.Context, path string) (io.WriteCloser, error) {
+	if path == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(path)
+	if err == nil && u.Scheme == "file" {
+		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
+			return nil, err
+		}
+		return os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	}
+	if err == nil && u.Scheme != "" && u.Scheme != "fifo" {
+		return nil, fmt.Errorf("stdio %s: scheme %s: %w", path, u.Scheme, errdefs.ErrNotImplemented)
+	}
+	f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, syscall.O_WRONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func (s *service) process(id, execID string) (*process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil || s.c.ID != id {
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	if execID == "" {
+		return s.init, nil
+	}
+	p, ok := s.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("process %s of %s: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAPI.StartResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID != "" {
+		if err := s.startIO(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := s.c.Agent.Start(ctx, &api.StartRequest{ContainerId: r.ID, ExecId: r.ExecID})
+	if err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	p.mu.Lock()
+	p.status = task.Status_RUNNING
+	if r.ExecID != "" {
+		p.pid = resp.Pid
+	}
+	p.mu.Unlock()
+	// Published before the waiter exists, so no exit precedes its start.
+	if r.ExecID == "" {
+		_ = s.c.SetStatus(vzruntime.StatusRunning)
+		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: p.pid})
+	} else {
+		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.pid})
+	}
+	go s.waitExit(r.ID, p)
+	return &taskAPI.StartResponse{Pid: p.pid}, nil
+}
+
+// waitExit records a process's exit and publishes it.
+func (s *service) waitExit(id string, p *process) {
+	ctx := s.ctx
+	w, err := s.c.Agent.Wait(ctx, &api.WaitRequest{ContainerId: id, ExecId: p.execID})
+	status, at := uint32(255), time.Now()
+	if err == nil {
+		status, at = w.ExitStatus, time.Unix(0, w.ExitedAtUnixNano)
+	} else {
+		log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("exec", p.execID).Warn("waiting for process")
+	}
+	p.mu.Lock()
+	p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, status, at
+	p.mu.Unlock()
+	close(p.done)
+	if p.execID == "" {
+		_ = s.c.SetStatus(vzruntime.StatusStopped)
+	}
+	s.publish(ctx, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
+		ContainerID: id, ID: execOrID(id, p.execID), Pid: p.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
+	})
+}
+
+func execOrID(id, execID string) string {
+	if execID != "" {
+		return execID
+	}
+	return id
+}
+
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *taskAPI.DeleteResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	status := p.status
+	p.mu.Unlock()
+	if status == task.Status_RUNNING {
+		return nil, fmt.Errorf("process %s is running: %w", execOrID(r.ID, r.ExecID), errdefs.ErrFailedPrecondition)
+	}
+	if r.ExecID != "" {
+		s.mu.Lock()
+		delete(s.execs, r.ExecID)
+		s.mu.Unlock()
+		return &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
+	}
+	s.mu.Lock()
+	c := s.c
+	s.mu.Unlock()
+	c.Destroy(ctx)
+	if p.status == task.Status_CREATED {
+		p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, 128+9, time.Now()
+		close(p.done)
+	}
+	if err := mount.UnmountRecursive(filepath.Join(s.bundle, "rootfs"), 0); err != nil {
+		log.G(ctx).WithError(err).Warn("unmounting rootfs")
+	}
+	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+		ContainerID: r.ID, Pid: p.pid, ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt),
+	})
+	return &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
+}
+
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	var ps specs.Process
+	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil {
+		return nil, fmt.Errorf("exec %s: bad process spec: %w", r.ExecID, errdefs.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	if _, ok := s.execs[r.ExecID]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrAlreadyExists)
+	}
+	s.mu.Unlock()
+	if _, err := s.c.Agent.Exec(ctx, &api.ExecRequest{ContainerId: r.ID, ExecId: r.ExecID, Process: r.Spec.GetValue(), Stdin: r.Stdin != ""}); err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	p := &process{execID: r.ExecID, terminal: r.Terminal, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
+		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
+	s.mu.Lock()
+	s.execs[r.ExecID] = p
+	s.mu.Unlock()
+	s.publish(ctx, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return &ptypes.Empty{}, nil
+}
+
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, r.ExecID); err != nil {
+		return nil, err
+	}
+	_, err := s.c.Agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: r.ID, ExecId: r.ExecID, Width: r.Width, Height: r.Height})
+	return &ptypes.Empty{}, errgrpc.ToNative(err)
+}
+
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAPI.StateResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.status
+	s.mu.Lock()
+	if s.paused && st == task.Status_RUNNING {
+		st = task.Status_PAUSED
+	}
+	s.mu.Unlock()
+	return &taskAPI.StateResponse{
+		ID: r.ID, ExecID: r.ExecID, Bundle: s.bundle, Pid: p.pid, Status: st,
+		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.terminal,
+		ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt),
+	}, nil
+}
+
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.PidsResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	resp, err := s.c.Agent.Pids(ctx, &api.PidsRequest{ContainerId: r.ID})
+	if err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	out := &taskAPI.PidsResponse{}
+	for _, pid := range resp.Pids {
+		out.Processes = append(out.Processes, &task.ProcessInfo{Pid: pid})
+	}
+	return out, nil
+}
+
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	if _, err := s.c.Agent.Pause(ctx, &api.ContainerRequest{ContainerId: r.ID}); err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	s.mu.Lock()
+	s.paused = true
+	s.mu.Unlock()
+	_ = s.c.SetStatus(vzruntime.StatusPaused)
+	s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: r.ID})
+	return &ptypes.Empty{}, nil
+}
+
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	if _, err := s.c.Agent.Resume(ctx, &api.ContainerRequest{ContainerId: r.ID}); err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	s.mu.Lock()
+	s.paused = false
+	s.mu.Unlock()
+	_ = s.c.SetStatus(vzruntime.StatusRunning)
+	s.publish(ctx, runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: r.ID})
+	return &ptypes.Empty{}, nil
+}
+
+func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, errgrpc.ToGRPC(fmt.Errorf("checkpoint of a container in a VM: %w", errdefs.ErrNotImplemented))
+}
+
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+		return nil, fmt.Errorf("process %s has exited: %w", execOrID(r.ID, r.ExecID), errdefs.ErrNotFound)
+	default:
+	}
+	_, err = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All})
+	return &ptypes.Empty{}, errgrpc.ToNative(err)
+}
+
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if p.stdin != nil {
+		_ = p.stdin.Close()
+	}
+	return &ptypes.Empty{}, nil
+}
+
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *ptypes.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	if r.Resources == nil {
+		return &ptypes.Empty{}, nil
+	}
+	_, err := s.c.Agent.Update(ctx, &api.UpdateRequest{ContainerId: r.ID, Resources: r.Resources.GetValue()})
+	return &ptypes.Empty{}, errgrpc.ToNative(err)
+}
+
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.WaitResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &taskAPI.WaitResponse{ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
+}
+
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if _, err := s.process(r.ID, ""); err != nil {
+		return nil, err
+	}
+	resp, err := s.c.Agent.Stats(ctx, &api.ContainerRequest{ContainerId: r.ID})
+	if err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	var m cgroupstats.Metrics
+	if err := proto.Unmarshal(resp.CgroupV2Metrics, &m); err != nil {
+		return nil, err
+	}
+	anyStats, err := typeurl.MarshalAnyToProto(&m)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: anyStats}, nil
+}
+
+func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	var pid uint32
+	if s.init != nil {
+		pid = s.init.pid
+	}
+	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: pid}, nil
+}
+
+func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	busy := s.c != nil && s.init != nil && s.init.status != task.Status_STOPPED
+	s.mu.Unlock()
+	if busy {
+		return &ptypes.Empty{}, nil
+	}
+	s.sd.Shutdown()
+	return &ptypes.Empty{}, nil
+}
