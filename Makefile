@@ -96,6 +96,10 @@ test: all test-deps lint check-protos ## lint, unit tests and integration tests 
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
 	$(GO) test -count=1 -v -timeout 30m ./test/integration/... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; exit $${PIPESTATUS[0]}
 
+.PHONY: conformance
+conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (about 11 minutes)
+	VZRUN=$(BIN)/vzrun OUT=$(OUT) test/conformance/run.sh
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt:"; echo "$$out"; exit 1; }

@@ -105,6 +105,10 @@ type Relay = relay
 // Wait blocks until the process's output has been copied out.
 func (r *Relay) Wait() { r.wait() }
 
+// StdinDone is closed once the relay has copied stdin to its end and
+// closed the process's stdin.
+func (r *Relay) StdinDone() <-chan struct{} { return r.stdinDone }
+
 // SetStatus records a new status in the state file.
 func (c *Container) SetStatus(status string) error {
 	c.State.Status = status

@@ -45,16 +45,20 @@ func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
 	}, nil
 }
 
-// ownsState says whether pid is alive and is a process of this state dir
-// (its command line names the directory), so a recycled pid is not taken
-// for the container's.
+// ownsState says whether pid is a live process of this state dir: its
+// command line names the directory, or it runs in it (the VMM and
+// virtiofsd do).
 func ownsState(pid int, stateDir string) bool {
 	if pid <= 0 {
 		return false
 	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil {
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	b, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	if err != nil || len(b) == 0 {
 		return false
+	}
+	if cwd, err := os.Readlink(filepath.Join(proc, "cwd")); err == nil && cwd == filepath.Clean(stateDir) {
+		return true
 	}
 	return bytes.Contains(b, []byte(stateDir+"/"))
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/internal/sockpath"
 )
 
 // CreateOptions is `vzrun create` (and `run --detach`).
@@ -253,7 +253,7 @@ func (m *monitor) create(ctx context.Context) error {
 	api.RegisterAgentService(server, &proxy{AgentService: sb.Agent, m: m})
 	sock := dir.File("monitor.sock")
 	_ = os.Remove(sock)
-	l, err := net.Listen("unix", sock)
+	l, err := sockpath.Listen(sock)
 	if err != nil {
 		return err
 	}
@@ -303,8 +303,7 @@ func (m *monitor) teardown(ctx context.Context) {
 
 // Connect returns a client of the monitor of a running container.
 func Connect(ctx context.Context, dir *StateDir) (api.AgentService, func(), error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", dir.File("monitor.sock"))
+	conn, err := sockpath.Dial(dir.File("monitor.sock"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s is not running: %w", filepath.Base(dir.Path), errdefs.ErrFailedPrecondition)
 	}

@@ -165,10 +165,12 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 // relay copies a process's stdio between the caller and the agent.
 type relay struct {
 	out sync.WaitGroup
+	// stdinDone is closed once stdin has been copied and closed.
+	stdinDone chan struct{}
 }
 
 func startRelay(ctx context.Context, agent api.AgentService, id, execID string, stdin io.Reader, stdout, stderr io.Writer, terminal bool) *relay {
-	r := &relay{}
+	r := &relay{stdinDone: make(chan struct{})}
 	copyOut := func(fd uint32, w io.Writer) {
 		defer r.out.Done()
 		for {
@@ -196,8 +198,11 @@ func startRelay(ctx context.Context, agent api.AgentService, id, execID string, 
 		r.out.Add(1)
 		go copyOut(2, stderr)
 	}
-	if stdin != nil {
+	if stdin == nil {
+		close(r.stdinDone)
+	} else {
 		go func() {
+			defer close(r.stdinDone)
 			buf := make([]byte, 256<<10)
 			for {
 				n, err := stdin.Read(buf)

@@ -55,6 +55,7 @@ type process struct {
 	done     chan struct{}
 	closers  []io.Closer
 	stdin    io.Closer
+	relay    *vzruntime.Relay
 }
 
 type stdioPaths struct{ stdin, stdout, stderr string }
@@ -191,6 +192,7 @@ func (s *service) startIO(ctx context.Context, p *process) error {
 		errw = stderr
 	}
 	relay := s.c.Relay(context.WithoutCancel(ctx), p.execID, in, out, errw, p.terminal)
+	p.relay = relay
 	go func() {
 		relay.Wait()
 		<-p.done
@@ -246,14 +248,17 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	if err != nil {
 		return nil, err
 	}
-	if r.ExecID != "" {
-		if err := s.startIO(ctx, p); err != nil {
-			return nil, err
-		}
-	}
 	resp, err := s.c.Agent.Start(ctx, &api.StartRequest{ContainerId: r.ID, ExecId: r.ExecID})
 	if err != nil {
 		return nil, errgrpc.ToNative(err)
+	}
+	// An exec's pipes exist in the guest once it started; what it writes
+	// before the relay runs waits in them.
+	if r.ExecID != "" {
+		if err := s.startIO(ctx, p); err != nil {
+			_, _ = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: 9})
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	p.status = task.Status_RUNNING
@@ -466,10 +471,20 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *pt
 	if err != nil {
 		return nil, err
 	}
+	// The client closes stdin but may keep its end of the fifo open, so
+	// the relay would never see EOF: stop it, let it finish what it read,
+	// and make sure the process's stdin is closed in the guest.
 	if p.stdin != nil {
 		_ = p.stdin.Close()
 	}
-	return &ptypes.Empty{}, nil
+	if p.relay != nil {
+		select {
+		case <-p.relay.StdinDone():
+		case <-time.After(time.Second):
+		}
+	}
+	_, err = s.c.Agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID})
+	return &ptypes.Empty{}, errgrpc.ToNative(err)
 }
 
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *ptypes.Empty, retErr error) {

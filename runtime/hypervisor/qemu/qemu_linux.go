@@ -18,6 +18,8 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/vzrun/vzrun/internal/sockpath"
+
 	api "github.com/vzrun/vzrun/api/agent/v1"
 	"github.com/vzrun/vzrun/runtime/hypervisor"
 )
@@ -88,6 +90,9 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	args := v.args()
 	log.G(ctx).WithField("id", v.cfg.ID).Debugf("qemu %s", strings.Join(args, " "))
 	cmd := exec.Command(QEMUBinary, args...)
+	// Sockets are named relative to the state dir: its path may be too
+	// long for a unix socket.
+	cmd.Dir = v.cfg.StateDir
 	stderr, err := os.Create(v.path("qemu.log"))
 	if err != nil {
 		return err
@@ -126,7 +131,7 @@ func (v *vm) dialAgent(ctx context.Context) (net.Conn, error) {
 	sock := v.path("agent.sock")
 	var conn net.Conn
 	for {
-		c, err := net.Dial("unix", sock)
+		c, err := sockpath.Dial(sock)
 		if err == nil {
 			conn = c
 			break
@@ -260,16 +265,16 @@ func (v *vm) args() []string {
 		"-kernel", c.Kernel,
 		"-initrd", c.Initrd,
 		"-append", strings.Join(cmdline, " "),
-		"-chardev", "socket,id=agent,path=" + v.path("agent.sock") + ",server=on,wait=on",
+		"-chardev", "socket,id=agent,path=agent.sock,server=on,wait=on",
 		"-device", "virtio-serial-device",
 		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
 		"-device", "virtio-rng-device",
-		"-qmp", "unix:" + v.path("qmp.sock") + ",server=on,wait=off",
+		"-qmp", "unix:qmp.sock,server=on,wait=off",
 	}
 	for i, s := range c.Shares {
 		id := "fs" + strconv.Itoa(i)
 		args = append(args,
-			"-chardev", "socket,id="+id+",path="+v.path(id+".sock"),
+			"-chardev", "socket,id="+id+",path="+id+".sock",
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag)
 	}
 	for i, d := range c.Disks {
@@ -285,9 +290,17 @@ func (v *vm) args() []string {
 
 func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 	sock := v.path("fs" + strconv.Itoa(i) + ".sock")
-	args := []string{"--socket-path=" + sock, "-o", "source=" + s.Path, "-o", "cache=auto",
+	// Relative to its working directory (the state dir) only when the full
+	// path is too long for a socket: the full path in its command line is
+	// how `delete` finds a virtiofsd left behind.
+	sockArg := sock
+	if len(sock) > 100 {
+		sockArg = filepath.Base(sock)
+	}
+	args := []string{"--socket-path=" + sockArg, "-o", "source=" + s.Path, "-o", "cache=auto",
 		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts"}
 	cmd := exec.Command(VirtiofsdBinary, args...)
+	cmd.Dir = v.cfg.StateDir
 	logf, err := os.Create(v.path("virtiofsd-" + strconv.Itoa(i) + ".log"))
 	if err != nil {
 		return err
@@ -405,8 +418,7 @@ func (v *vm) Resume(ctx context.Context) error { return v.qmp(ctx, "cont") }
 
 // qmp runs one argument-less QMP command.
 func (v *vm) qmp(ctx context.Context, command string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", v.path("qmp.sock"))
+	c, err := sockpath.Dial(v.path("qmp.sock"))
 	if err != nil {
 		return fmt.Errorf("qmp: %w", err)
 	}
