@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -43,6 +44,15 @@ func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) err
 			return fmt.Errorf("bind mount %s: source %s is not shared with the VM: %w", m.Destination, m.Source, errdefs.ErrInvalidArgument)
 		}
 		s.Mounts[i].Source = src
+		// A bind mount takes flags only; data options (mode=, size=) that
+		// runc on the host ignores, the guest's newer runc refuses.
+		var opts []string
+		for _, o := range m.Options {
+			if !strings.Contains(o, "=") {
+				opts = append(opts, o)
+			}
+		}
+		s.Mounts[i].Options = opts
 	}
 
 	if s.Linux == nil {
@@ -64,6 +74,13 @@ func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) err
 		nss = append(nss, ns)
 	}
 	s.Linux.Namespaces = nss
+	// A FIFO has no device number; runc on the host ignores one given,
+	// the guest's newer runc refuses it.
+	for i, d := range s.Linux.Devices {
+		if d.Type == "p" {
+			s.Linux.Devices[i].Major, s.Linux.Devices[i].Minor = 0, 0
+		}
+	}
 	if r := s.Linux.Resources; r != nil {
 		// Host block devices, hugepages, RDMA and net_cls have no meaning
 		// in the guest.

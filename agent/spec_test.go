@@ -14,7 +14,7 @@ func TestGuestSpec(t *testing.T) {
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/x/resolv.conf", Options: []string{"rbind", "ro"}},
-			{Destination: "/data", Source: "/srv/data", Options: []string{"bind"}},
+			{Destination: "/data", Source: "/srv/data", Options: []string{"bind", "mode=755", "size=1k", "ro"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/host/cgroup",
@@ -24,6 +24,7 @@ func TestGuestSpec(t *testing.T) {
 				{Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"},
 			},
 			Resources: &specs.LinuxResources{BlockIO: &specs.LinuxBlockIO{}},
+			Devices:   []specs.LinuxDevice{{Path: "/dev/fifo", Type: "p", Major: 8, Minor: 666}, {Path: "/dev/null", Type: "c", Major: 1, Minor: 3}},
 		},
 	}
 	shares := map[string]string{"/var/lib/x/resolv.conf": "/run/vzrun/shares/m0/resolv.conf", "/srv/data": "/run/vzrun/shares/m1"}
@@ -38,6 +39,12 @@ func TestGuestSpec(t *testing.T) {
 	}
 	if s.Mounts[1].Source != "/run/vzrun/shares/m0/resolv.conf" || s.Mounts[2].Source != "/run/vzrun/shares/m1" || s.Mounts[0].Source != "proc" {
 		t.Errorf("mounts %+v", s.Mounts)
+	}
+	if got := s.Mounts[2].Options; len(got) != 2 || got[0] != "bind" || got[1] != "ro" {
+		t.Errorf("bind mount options %v, want [bind ro]", got)
+	}
+	if d := s.Linux.Devices; d[0].Major != 0 || d[0].Minor != 0 || d[1].Major != 1 || d[1].Minor != 3 {
+		t.Errorf("devices %+v", d)
 	}
 	if s.Linux.CgroupsPath != "/vzrun/c1" {
 		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)

@@ -43,12 +43,15 @@ func VMSize(s *specs.Spec) (cpus, memMiB int, err error) {
 					period = *c.Period
 				}
 				cpus = int((uint64(*c.Quota) + period - 1) / period)
-			} else if c.Cpus != "" {
-				n, err := countCPUs(c.Cpus)
+			}
+			// The guest needs every CPU the cpuset names, or the
+			// container's cpuset.cpus cannot be written there.
+			if c.Cpus != "" {
+				n, err := highestCPU(c.Cpus)
 				if err != nil {
 					return 0, 0, fmt.Errorf("linux.resources.cpu.cpus: %w", err)
 				}
-				cpus = n
+				cpus = max(cpus, n+1)
 			}
 		}
 		if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
@@ -71,9 +74,9 @@ func VMSize(s *specs.Spec) (cpus, memMiB int, err error) {
 	return cpus, memMiB, nil
 }
 
-// countCPUs counts a cpuset list such as "0-3,6".
-func countCPUs(set string) (int, error) {
-	n := 0
+// highestCPU is the highest CPU in a cpuset list such as "0-3,6".
+func highestCPU(set string) (int, error) {
+	n := -1
 	for _, part := range strings.Split(set, ",") {
 		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
 		a, err := strconv.Atoi(lo)
@@ -86,7 +89,7 @@ func countCPUs(set string) (int, error) {
 				return 0, fmt.Errorf("bad cpu list %q: %w", set, errdefs.ErrInvalidArgument)
 			}
 		}
-		n += b - a + 1
+		n = max(n, b)
 	}
 	return n, nil
 }

@@ -25,6 +25,8 @@ func TestVMSize(t *testing.T) {
 		{name: "quota 1.5 cpus", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
 		{name: "quota without period", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(50000)}}, cpus: 1, mem: DefaultMemoryMiB},
 		{name: "cpuset", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-1"}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
+		{name: "cpuset names cpu 1", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "1"}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
+		{name: "quota and a wider cpuset", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(50000), Cpus: "0-1"}}, cpus: min(2, ncpu), mem: DefaultMemoryMiB},
 		{name: "bad cpuset", res: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, wantErr: true},
 		{name: "annotations win", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, ann: map[string]string{AnnotationCPUs: "1", AnnotationMemory: "300"}, cpus: 1, mem: 300},
 		{name: "cpus capped at host", ann: map[string]string{AnnotationCPUs: "1000"}, cpus: ncpu, mem: DefaultMemoryMiB},
