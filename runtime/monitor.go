@@ -166,7 +166,6 @@ type monitor struct {
 	st          *State
 	sb          *Sandbox
 	plan        *containerVM
-	spec        []byte
 	hooks       hooksOf
 	server      *ttrpc.Server
 	relay       *relay
@@ -195,7 +194,8 @@ func (m *monitor) create(ctx context.Context) error {
 		return err
 	}
 	if spec.Hooks != nil {
-		m.hooks = hooksOf{spec.Hooks.Prestart, spec.Hooks.CreateRuntime, spec.Hooks.Poststart, spec.Hooks.Poststop} //nolint:staticcheck // prestart is deprecated but still honoured
+		//lint:ignore SA1019 prestart is deprecated but still honoured
+		m.hooks = hooksOf{spec.Hooks.Prestart, spec.Hooks.CreateRuntime, spec.Hooks.Poststart, spec.Hooks.Poststop}
 	}
 	start, _ := processStart(os.Getpid())
 	st.Pid, st.OwnerStart = os.Getpid(), start

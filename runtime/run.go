@@ -108,7 +108,8 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	}
 	if spec.Hooks != nil {
 		state := specState(st, StatusCreated)
-		if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, state); err != nil { //nolint:staticcheck // deprecated, still honoured
+		//lint:ignore SA1019 prestart is deprecated but still honoured
+		if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, state); err != nil {
 			return -1, err
 		}
 		if err := runHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, state); err != nil {
