@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -388,37 +387,8 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 // execDetached starts a background `vzrun exec` that relays the process's
 // stdio and exits with its status; its pid is the process's pid.
 func (r *Runtime) execDetached(ctx context.Context, o ExecOptions) error {
-	ready, readyW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer ready.Close()
 	cmd := exec.Command(o.Self[0], o.Self[1:]...)
-	if o.ConsoleSocket == "" {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	}
-	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return err
-	}
-	readyW.Close()
-	msg, _ := io.ReadAll(ready)
-	if string(msg) != "ok" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if len(msg) == 0 {
-			return fmt.Errorf("exec in %s: the relay process exited", o.ID)
-		}
-		return errors.New(string(msg))
-	}
-	if o.PidFile != "" {
-		if err := writePidFile(o.PidFile, cmd.Process.Pid); err != nil {
-			return err
-		}
-	}
-	return cmd.Process.Release()
+	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "exec in "+o.ID+": the relay process exited")
 }
 
 // forwardExecSignals sends the signals an exec relay receives to its

@@ -77,11 +77,6 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 	}
 	dir.Unlock()
 
-	ready, readyW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer ready.Close()
 	args := append(o.Monitor[1:], "monitor", "--bundle", bundle, "--state-dir", dir.Path+"/")
 	if o.ConsoleSocket != "" {
 		cs, err := filepath.Abs(o.ConsoleSocket)
@@ -91,29 +86,40 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 		args = append(args, "--console-socket", cs)
 	}
 	cmd := exec.Command(o.Monitor[0], append(args, o.ID)...)
-	// The container's stdio is the caller's, as with runc; with a terminal
-	// it is the pty instead, and the caller's stdio is not held open.
-	if o.ConsoleSocket == "" {
+	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "creating container "+o.ID+": the monitor exited")
+}
+
+// spawnDetached starts cmd in a session of its own with a pipe on fd 3
+// on which it reports "ok" or an error once it is ready, writes its pid to
+// pidFile and leaves it running. With inheritStdio it gets this process's
+// stdio (the container's, as runc's container gets runc's).
+func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, exited string) error {
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer ready.Close()
+	if inheritStdio {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	}
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return fmt.Errorf("starting the monitor: %w", err)
-	}
+	err = cmd.Start()
 	readyW.Close()
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
 	msg, _ := io.ReadAll(ready)
 	if string(msg) != "ok" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if len(msg) == 0 {
-			return fmt.Errorf("creating container %s: the monitor exited", o.ID)
+			return errors.New(exited)
 		}
 		return errors.New(string(msg))
 	}
-	if o.PidFile != "" {
-		if err := writePidFile(o.PidFile, cmd.Process.Pid); err != nil {
+	if pidFile != "" {
+		if err := writePidFile(pidFile, cmd.Process.Pid); err != nil {
 			return err
 		}
 	}
