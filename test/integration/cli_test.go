@@ -254,11 +254,20 @@ func TestRunDetachAndTerminal(t *testing.T) {
 	if err := master.Resize(console.WinSize{Height: 33, Width: 101}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
-	master.Write([]byte("stty size; tty; echo mark$((6*7))\n"))
+	master.Write([]byte("tty; echo mark$((6*7))\n"))
 	waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "mark42") })
-	if !strings.Contains(out.String(), "33 101") || !strings.Contains(out.String(), "/dev/pts/") {
-		t.Errorf("terminal output %q: want size 33 101 and a pts", out.String())
+	if !strings.Contains(out.String(), "/dev/pts/") {
+		t.Errorf("terminal output %q: want a pts", out.String())
+	}
+	// The new size travels host pty -> SIGWINCH -> monitor -> agent; ask
+	// until it has arrived.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "33 101") {
+		if time.Now().After(deadline) {
+			t.Fatalf("terminal size never reached the guest: %q", out.String())
+		}
+		master.Write([]byte("stty size\n"))
+		time.Sleep(300 * time.Millisecond)
 	}
 	master.Write([]byte("exit 0\n"))
 	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
