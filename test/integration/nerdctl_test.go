@@ -3,12 +3,16 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/console"
 )
 
 // nerdctl drives the pinned nerdctl (make test-deps) against a private
@@ -151,5 +155,53 @@ func TestNerdctlCommit(t *testing.T) {
 	out := n.ok(append(append([]string{"run", "--rm"}, vzRuntime...), "localhost/vzrun-test/changed:1", "cat", "/root/marker")...)
 	if out != "changed\n" {
 		t.Errorf("committed image: %q", out)
+	}
+}
+
+func TestNerdctlRunInteractiveTerminal(t *testing.T) {
+	n, img := startNerdctl(t)
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	if err := master.Resize(console.WinSize{Height: 40, Width: 120}); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := n.cmd(append(append([]string{"run", "-it", "--rm"}, vzRuntime...), img, "sh")...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out syncBuffer
+	go func() { _, _ = io.Copy(&out, master) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "40 120") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer from the container's terminal: %q", out.String())
+		}
+		master.Write([]byte("stty size\r"))
+		time.Sleep(500 * time.Millisecond)
+	}
+	master.Write([]byte("tty; exit 7\r"))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+			t.Errorf("nerdctl run -it: %v, want exit 7", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("nerdctl run -it did not exit: %q", out.String())
+	}
+	if !strings.Contains(out.String(), "/dev/pts/") {
+		t.Errorf("terminal output %q: want a pts", out.String())
 	}
 }
