@@ -8,18 +8,21 @@ import (
 	"github.com/vzrun/vzrun/runtime"
 )
 
+// createFlags are create's flags, which run shares.
+var createFlags = []cli.Flag{
+	&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "path to the OCI bundle"},
+	&cli.StringFlag{Name: "console-socket", Usage: "unix socket to send the terminal's master to"},
+	&cli.StringFlag{Name: "pid-file", Usage: "file to write the container's pid (its VM's owner) to"},
+	&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
+	&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
+	&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
+}
+
 var createCommand = &cli.Command{
 	Name:      "create",
 	Usage:     "boot a container's VM and create its process, not started",
 	ArgsUsage: "<container-id>",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "path to the OCI bundle"},
-		&cli.StringFlag{Name: "console-socket", Usage: "unix socket to send the terminal's master to"},
-		&cli.StringFlag{Name: "pid-file", Usage: "file to write the container's pid (its VM's owner) to"},
-		&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
-		&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
-		&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
-	},
+	Flags:     createFlags,
 	Action: func(c *cli.Context) error {
 		id, err := containerID(c)
 		if err != nil {

@@ -13,16 +13,10 @@ var runCommand = &cli.Command{
 	Name:      "run",
 	Usage:     "create and run a container in its own VM",
 	ArgsUsage: "<container-id>",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "path to the OCI bundle"},
+	Flags: append([]cli.Flag{
 		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the container runs"},
 		&cli.BoolFlag{Name: "keep", Usage: "keep the stopped container until delete"},
-		&cli.StringFlag{Name: "pid-file", Usage: "file to write the container's pid (its VM's owner) to"},
-		&cli.StringFlag{Name: "console-socket", Usage: "unix socket to send the terminal's master to (with --detach)"},
-		&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
-		&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
-		&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
-	},
+	}, createFlags...),
 	Action: func(c *cli.Context) error {
 		id, err := containerID(c)
 		if err != nil {
