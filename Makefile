@@ -29,7 +29,7 @@ RUNC   := $(CACHE)/runc-$(RUNC_VERSION)-$(ARCH)/runc
 
 APT_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 busybox-static e2fsprogs erofs-utils \
 	runc build-essential bc flex bison libelf-dev cpio kmod iproute2 protobuf-compiler \
-	libseccomp-dev pkg-config hyperfine
+	libseccomp-dev pkg-config hyperfine python3
 
 export PATH := $(BIN):$(HOME)/go/bin:$(PATH)
 
@@ -99,6 +99,10 @@ test: all test-deps lint check-protos ## lint, unit tests and integration tests 
 .PHONY: conformance
 conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (about 11 minutes)
 	VZRUN=$(BIN)/vzrun OUT=$(OUT) test/conformance/run.sh
+
+.PHONY: bench
+bench: all ## vzrun next to runc on this machine (median, p95, ratio)
+	VZRUN=$(BIN)/vzrun test/bench/run.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

@@ -117,6 +117,14 @@ func (c *Container) SetStatus(status string) error {
 
 // Destroy stops the VM, syncs a block rootfs back and removes the state.
 func (c *Container) Destroy(ctx context.Context) {
+	c.Stop(ctx)
+	killStateProcesses(c.Dir.Path)
+	_ = c.Dir.Remove()
+	_ = os.Remove(c.Dir.Path)
+}
+
+// Stop stops the VM and syncs a block rootfs back; the state stays.
+func (c *Container) Stop(ctx context.Context) {
 	if c.sb != nil {
 		c.sb.Shutdown(ctx)
 		if c.plan.afterStop != nil {
@@ -126,7 +134,4 @@ func (c *Container) Destroy(ctx context.Context) {
 		}
 		c.sb = nil
 	}
-	killStateProcesses(c.Dir.Path)
-	_ = c.Dir.Remove()
-	_ = os.Remove(c.Dir.Path)
 }

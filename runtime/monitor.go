@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -170,8 +169,7 @@ type monitor struct {
 	o           MonitorOptions
 	dir         *StateDir
 	st          *State
-	sb          *Sandbox
-	plan        *containerVM
+	c           *Container
 	hooks       hooksOf
 	server      *ttrpc.Server
 	relay       *relay
@@ -206,17 +204,11 @@ func (m *monitor) create(ctx context.Context) error {
 	start, _ := processStart(os.Getpid())
 	st.Pid, st.OwnerStart = os.Getpid(), start
 
-	plan, err := m.r.planVM(ctx, m.o.ID, m.o.Bundle, spec, dir)
-	if err != nil {
+	m.c = &Container{ID: m.o.ID, Bundle: m.o.Bundle, Spec: spec, Dir: dir, State: st}
+	if err := m.c.boot(ctx, m.r); err != nil {
 		return err
 	}
-	m.plan = plan
-	sb, err := m.r.boot(ctx, plan)
-	if err != nil {
-		return err
-	}
-	m.sb = sb
-	st.Accel, st.VMMPid = sb.VM.Accel(), sb.VM.Pid()
+	sb := m.c.sb
 
 	var stdin io.Reader = os.Stdin
 	var stdout, stderr io.Writer = os.Stdout, os.Stderr
@@ -228,15 +220,6 @@ func (m *monitor) create(ctx context.Context) error {
 		}
 		stdin, stdout, stderr = slave, slave, nil
 		con, _ = console.ConsoleFromFile(slave)
-	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return err
-	}
-	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
-		ContainerId: m.o.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
-	}); err != nil {
-		return fmt.Errorf("creating container %s: %w", m.o.ID, errgrpc.ToNative(err))
 	}
 	if con != nil {
 		resize(ctx, sb.Agent, m.o.ID, "", con)
@@ -272,7 +255,7 @@ func (m *monitor) create(ctx context.Context) error {
 
 // wait follows the container to its end, then stops the VM.
 func (m *monitor) wait(ctx context.Context) int {
-	w, err := m.sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: m.o.ID})
+	w, err := m.c.Agent.Wait(ctx, &api.WaitRequest{ContainerId: m.o.ID})
 	status := 255
 	if err == nil {
 		status = int(w.ExitStatus)
@@ -297,13 +280,8 @@ func (m *monitor) teardown(ctx context.Context) {
 		_ = m.server.Close()
 		_ = os.Remove(m.dir.File("monitor.sock"))
 	}
-	if m.sb != nil {
-		m.sb.Shutdown(context.WithoutCancel(ctx))
-		if m.plan.afterStop != nil {
-			if err := m.plan.afterStop(ctx); err != nil {
-				log.G(ctx).WithError(err).WithField("id", m.o.ID).Error("syncing the rootfs back")
-			}
-		}
+	if m.c != nil {
+		m.c.Stop(context.WithoutCancel(ctx))
 	}
 }
 

@@ -25,7 +25,7 @@ func (p *proxy) withVCPUs(ctx context.Context, fn func() error) error {
 	m := p.m
 	m.vcpus.Lock()
 	defer m.vcpus.Unlock()
-	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok && m.paused {
+	if pauser, ok := m.c.sb.VM.(hypervisor.Pauser); ok && m.paused {
 		if err := pauser.Resume(ctx); err != nil {
 			return err
 		}
@@ -76,7 +76,7 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 	if err != nil {
 		return nil, err
 	}
-	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok {
+	if pauser, ok := m.c.sb.VM.(hypervisor.Pauser); ok {
 		if err := pauser.Pause(ctx); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
@@ -89,7 +89,7 @@ func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Emp
 	m := p.m
 	m.vcpus.Lock()
 	defer m.vcpus.Unlock()
-	if pauser, ok := m.sb.VM.(hypervisor.Pauser); ok && m.paused {
+	if pauser, ok := m.c.sb.VM.(hypervisor.Pauser); ok && m.paused {
 		if err := pauser.Resume(ctx); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
