@@ -21,7 +21,7 @@ sed -i 's/"terminal": true/"terminal": false/; s/^\(\t*\)"sh"$/\1"true"/' "$cfg"
 cp -r "$work/bundle" "$work/sleeper"
 sed -i 's/^\(\t*\)"true"$/\1"sleep", "3600"/' "$work/sleeper/config.json"
 
-accel=$("$vzrun" --debug --root "$work/vz-root" run --bundle "$work/bundle" accel-probe 2>&1 >/dev/null | sed -n 's/.*accel=\([a-z]*\).*/\1/p' | head -1)
+accel=$("$vzrun" --debug --root "$work/vz-root" run --bundle "$work/bundle" accel-probe 2>&1 >/dev/null | grep "vm ready" | sed -n "s/.* accel=\([a-z]*\).*/\1/p" | head -1)
 
 # stats FILE: median and p95 of hyperfine's JSON times, in ms.
 stats() {
