@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -82,11 +83,13 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 	if err != nil {
 		return err
 	}
+	t0 := time.Now()
 	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: c.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
 	}); err != nil {
 		return fmt.Errorf("creating container %s: %w", c.ID, errgrpc.ToNative(err))
 	}
+	log.G(ctx).WithFields(log.Fields{"id": c.ID, "create": time.Since(t0)}).Debug("container created")
 	return nil
 }
 
@@ -117,21 +120,25 @@ func (c *Container) SetStatus(status string) error {
 
 // Destroy stops the VM, syncs a block rootfs back and removes the state.
 func (c *Container) Destroy(ctx context.Context) {
-	c.Stop(ctx)
+	if err := c.Stop(ctx); err != nil {
+		log.G(ctx).WithError(err).Error("stopping the container")
+	}
 	killStateProcesses(c.Dir.Path)
 	_ = c.Dir.Remove()
 	_ = os.Remove(c.Dir.Path)
 }
 
 // Stop stops the VM and syncs a block rootfs back; the state stays.
-func (c *Container) Stop(ctx context.Context) {
-	if c.sb != nil {
-		c.sb.Shutdown(ctx)
-		if c.plan.afterStop != nil {
-			if err := c.plan.afterStop(ctx); err != nil {
-				log.G(ctx).WithError(err).WithField("id", c.ID).Error("syncing the rootfs back")
-			}
-		}
-		c.sb = nil
+func (c *Container) Stop(ctx context.Context) error {
+	if c.sb == nil {
+		return nil
 	}
+	c.sb.Shutdown(ctx)
+	c.sb = nil
+	if c.plan.afterStop != nil {
+		if err := c.plan.afterStop(ctx); err != nil {
+			return fmt.Errorf("syncing the rootfs of %s back: %w", c.ID, err)
+		}
+	}
+	return nil
 }

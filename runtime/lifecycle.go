@@ -15,20 +15,12 @@ import (
 // State returns the runtime-spec state of a container. A container whose
 // owning host process is gone is reported stopped, whatever its file says.
 func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
-	dir, err := OpenStateDir(r.Root, id)
+	dir, st, err := r.open(id)
 	if err != nil {
 		return nil, err
 	}
-	defer dir.Unlock()
-	st, err := dir.Load()
-	if err != nil {
-		return nil, err
-	}
-	status := st.Status
-	pid := st.Pid
-	if status != StatusStopped && !st.alive() {
-		status = StatusStopped
-	}
+	dir.Unlock()
+	status, pid := st.Status, st.Pid
 	if status == StatusStopped {
 		pid = 0
 	}

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,32 +79,17 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	// Other commands (state, delete) may look while it runs; a foreground
 	// run only writes the state again at start.
 	dir.Unlock()
-	plan, err := r.planVM(ctx, o.ID, bundle, spec, dir)
-	if err != nil {
-		return -1, err
-	}
-	sb, err := r.boot(ctx, plan)
-	if err != nil {
-		return -1, err
-	}
+	c := &Container{ID: o.ID, Bundle: bundle, Spec: spec, Dir: dir, State: st}
 	stopped := false
 	defer func() {
 		if !stopped {
-			sb.Shutdown(context.WithoutCancel(ctx))
+			_ = c.Stop(context.WithoutCancel(ctx))
 		}
 	}()
-	st.Accel, st.VMMPid = sb.VM.Accel(), sb.VM.Pid()
-
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
+	if err := c.boot(ctx, r); err != nil {
 		return -1, err
 	}
 	t0 := time.Now()
-	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
-		ContainerId: o.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: o.Stdin != nil,
-	}); err != nil {
-		return -1, fmt.Errorf("creating container %s: %w", o.ID, errgrpc.ToNative(err))
-	}
 	if spec.Hooks != nil {
 		state := specState(st, StatusCreated)
 		//lint:ignore SA1019 prestart is deprecated but still honoured
@@ -125,26 +109,26 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		if err := o.Console.SetRaw(); err == nil {
 			defer o.Console.Reset()
 		}
-		resize(ctx, sb.Agent, o.ID, "", o.Console)
+		resize(ctx, c.Agent, o.ID, "", o.Console)
 	}
-	relay := startRelay(ctx, sb.Agent, o.ID, "", o.Stdin, o.Stdout, o.Stderr, spec.Process.Terminal)
-	stopSignals := forwardSignals(ctx, sb.Agent, o.ID, o.Console)
+	relay := c.Relay(ctx, "", o.Stdin, o.Stdout, o.Stderr, spec.Process.Terminal)
+	stopSignals := forwardSignals(ctx, c.Agent, o.ID, o.Console)
 	defer stopSignals()
-	if _, err := sb.Agent.Start(ctx, &api.StartRequest{ContainerId: o.ID}); err != nil {
+	if _, err := c.Agent.Start(ctx, &api.StartRequest{ContainerId: o.ID}); err != nil {
 		return -1, fmt.Errorf("starting container %s: %w", o.ID, errgrpc.ToNative(err))
 	}
 	st.Status = StatusRunning
 	if err := dir.Update(st); err != nil {
 		return -1, err
 	}
-	log.G(ctx).WithFields(log.Fields{"id": o.ID, "create_start": time.Since(t0)}).Debug("container started")
+	log.G(ctx).WithFields(log.Fields{"id": o.ID, "start": time.Since(t0)}).Debug("container started")
 	if spec.Hooks != nil {
 		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, specState(st, StatusRunning)); err != nil {
 			log.G(ctx).WithError(err).Warn("poststart hook")
 		}
 	}
 
-	w, err := sb.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
+	w, err := c.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
 	if err != nil {
 		return -1, fmt.Errorf("waiting for container %s: %w", o.ID, errgrpc.ToNative(err))
 	}
@@ -152,13 +136,11 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	// No runc delete in the guest: the whole VM goes, and the agent
 	// unmounts the container's file systems before it powers off.
 	t1 := time.Now()
-	sb.Shutdown(ctx)
 	stopped = true
+	err = c.Stop(ctx)
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "run": t1.Sub(t0), "shutdown": time.Since(t1)}).Debug("container done")
-	if plan.afterStop != nil {
-		if err := plan.afterStop(ctx); err != nil {
-			return -1, fmt.Errorf("container %s exited with %d, but: %w", o.ID, w.ExitStatus, err)
-		}
+	if err != nil {
+		return -1, fmt.Errorf("container %s exited with %d, but: %w", o.ID, w.ExitStatus, err)
 	}
 	return int(w.ExitStatus), nil
 }
