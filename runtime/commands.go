@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -97,10 +98,26 @@ func ParseSignal(s string) (unix.Signal, error) {
 
 // Kill signals the container's init (or, with all, every process).
 func (r *Runtime) Kill(ctx context.Context, id string, sig unix.Signal, all bool) error {
-	return r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
+	closed := false
+	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
 		_, err := c.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(sig), All: all})
+		closed = errors.Is(err, ttrpc.ErrClosed)
 		return err
 	})
+	// A signal that ends the container can end its monitor before the
+	// answer is back; the container having stopped is the answer.
+	if closed {
+		if dir, st, oerr := r.open(id); oerr == nil {
+			dir.Unlock()
+			for deadline := time.Now().Add(5 * time.Second); st.alive() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !st.alive() {
+				return nil
+			}
+		}
+	}
+	return err
 }
 
 // Pause freezes the container and the VM's vCPUs.

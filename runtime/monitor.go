@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/console"
 	"github.com/containerd/errdefs"
@@ -168,7 +169,6 @@ type monitor struct {
 	r           *Runtime
 	o           MonitorOptions
 	dir         *StateDir
-	st          *State
 	c           *Container
 	hooks       hooksOf
 	server      *ttrpc.Server
@@ -192,7 +192,6 @@ func (m *monitor) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.st = st
 	spec, err := LoadSpec(m.o.Bundle)
 	if err != nil {
 		return err
@@ -277,11 +276,19 @@ func (m *monitor) teardown(ctx context.Context) {
 		m.stopSignals()
 	}
 	if m.server != nil {
-		_ = m.server.Close()
+		// Let calls in flight (a kill that ended the container) answer
+		// before the socket goes.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if err := m.server.Shutdown(sctx); err != nil {
+			_ = m.server.Close()
+		}
+		cancel()
 		_ = os.Remove(m.dir.File("monitor.sock"))
 	}
 	if m.c != nil {
-		m.c.Stop(context.WithoutCancel(ctx))
+		if err := m.c.Stop(context.WithoutCancel(ctx)); err != nil {
+			log.G(ctx).WithError(err).Error("stopping the container")
+		}
 	}
 }
 
