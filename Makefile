@@ -17,6 +17,8 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Pinned versions of everything fetched from the Go proxy.
 RUNC_VERSION          := v1.5.2
 CONTAINERD_VERSION    := v2.4.2
+CNI_PLUGINS_VERSION   := v1.9.1
+NERDCTL_VERSION       := v2.2.2
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_TTRPC_VERSION := v1.2.10
 STATICCHECK_VERSION   := v0.8.2
@@ -29,7 +31,7 @@ RUNC   := $(CACHE)/runc-$(RUNC_VERSION)-$(ARCH)/runc
 
 APT_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 busybox-static e2fsprogs erofs-utils \
 	runc build-essential bc flex bison libelf-dev cpio kmod iproute2 protobuf-compiler \
-	libseccomp-dev pkg-config hyperfine python3
+	libseccomp-dev pkg-config hyperfine python3 iptables iperf3
 
 export PATH := $(BIN):$(HOME)/go/bin:$(PATH)
 
@@ -69,8 +71,19 @@ $(CONTAINERD_BIN)/containerd:
 		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
 		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION)
 
+CNI_BIN := $(CACHE)/cni-plugins-$(CNI_PLUGINS_VERSION)
+$(CNI_BIN)/bridge:
+	@echo "cni plugins: building $(CNI_PLUGINS_VERSION) from the Go proxy"
+	mkdir -p $(CNI_BIN)
+	GOBIN=$(CNI_BIN) CGO_ENABLED=0 $(GO) install \
+		$(foreach p,main/bridge main/loopback ipam/host-local meta/portmap meta/firewall meta/tuning,github.com/containernetworking/plugins/plugins/$(p)@$(CNI_PLUGINS_VERSION))
+
+NERDCTL_BIN := $(CACHE)/nerdctl-$(NERDCTL_VERSION)
+$(NERDCTL_BIN)/nerdctl:
+	./test/install-nerdctl.sh $(NERDCTL_VERSION) $(NERDCTL_BIN)
+
 .PHONY: test-deps
-test-deps: $(CONTAINERD_BIN)/containerd ## install the pinned peers the tests drive (containerd, ctr)
+test-deps: $(CONTAINERD_BIN)/containerd $(CNI_BIN)/bridge $(NERDCTL_BIN)/nerdctl ## install the pinned peers the tests drive (containerd, ctr, nerdctl, CNI plugins)
 
 .PHONY: initrd
 initrd: build $(RUNC) ## pack the guest initramfs (agent as /init, static runc)
@@ -103,6 +116,7 @@ conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (abou
 .PHONY: bench
 bench: all ## vzrun next to runc on this machine (median, p95, ratio)
 	VZRUN=$(BIN)/vzrun test/bench/run.sh
+	VZRUN=$(BIN)/vzrun test/bench/network.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

@@ -61,19 +61,13 @@ func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) err
 	s.Linux.CgroupsPath = filepath.Join("/vzrun", id)
 	s.Linux.MountLabel = ""
 	// A namespace path names a host namespace, which the guest does not
-	// have. The network namespace the host prepared is the VM's own network,
-	// so the container joins the guest's; others become new namespaces.
-	var nss []specs.LinuxNamespace
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Path != "" {
-			if ns.Type == specs.NetworkNamespace {
-				continue
-			}
-			ns.Path = ""
-		}
-		nss = append(nss, ns)
+	// have: each becomes a new namespace in the guest. The container's
+	// network namespace starts with loopback only; the VM's NIC moves in
+	// when the host has found what the host-side namespace holds
+	// (ConfigureNetwork).
+	for i := range s.Linux.Namespaces {
+		s.Linux.Namespaces[i].Path = ""
 	}
-	s.Linux.Namespaces = nss
 	// A FIFO has no device number; runc on the host ignores one given,
 	// the guest's newer runc refuses it.
 	for i, d := range s.Linux.Devices {

@@ -49,8 +49,8 @@ func TestGuestSpec(t *testing.T) {
 	if s.Linux.CgroupsPath != "/vzrun/c1" {
 		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
 	}
-	want := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}}
-	if len(s.Linux.Namespaces) != 2 || s.Linux.Namespaces[0] != want[0] || s.Linux.Namespaces[1] != want[1] {
+	want := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace}}
+	if len(s.Linux.Namespaces) != 3 || s.Linux.Namespaces[0] != want[0] || s.Linux.Namespaces[1] != want[1] || s.Linux.Namespaces[2] != want[2] {
 		t.Errorf("namespaces %+v, want %+v", s.Linux.Namespaces, want)
 	}
 	if s.Linux.Resources.BlockIO != nil {

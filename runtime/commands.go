@@ -243,6 +243,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		}
 	}
 	killStateProcesses(dir.Path)
+	disconnectNetwork(ctx, st)
 	spec, specErr := LoadSpec(st.Bundle)
 	if err := dir.Remove(); err != nil {
 		return err

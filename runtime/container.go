@@ -62,6 +62,9 @@ func (r *Runtime) NewContainer(ctx context.Context, id, bundle string) (_ *Conta
 	if err := c.boot(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := c.prepare(ctx); err != nil {
+		return nil, err
+	}
 	c.State.Status = StatusCreated
 	return c, dir.Update(c.State)
 }
@@ -91,6 +94,38 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 	}
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "create": time.Since(t0)}).Debug("container created")
 	return nil
+}
+
+// prepare runs the host's prestart and createRuntime hooks on the created
+// container, then connects the VM to the network they set up.
+func (c *Container) prepare(ctx context.Context) error {
+	if h := c.Spec.Hooks; h != nil {
+		state := specState(c.State, StatusCreated)
+		//lint:ignore SA1019 prestart is deprecated but still honoured
+		if err := runHooks(ctx, "prestart", h.Prestart, state); err != nil {
+			return err
+		}
+		if err := runHooks(ctx, "createRuntime", h.CreateRuntime, state); err != nil {
+			return err
+		}
+	}
+	return c.connectNetwork(ctx)
+}
+
+// RunHooks runs the host hooks of one kind (poststart, poststop) with the
+// container's state.
+func (c *Container) RunHooks(ctx context.Context, kind string) error {
+	h := c.Spec.Hooks
+	if h == nil {
+		return nil
+	}
+	switch kind {
+	case "poststart":
+		return runHooks(ctx, kind, h.Poststart, specState(c.State, StatusRunning))
+	case "poststop":
+		return runHooks(ctx, kind, h.Poststop, specState(c.State, StatusStopped))
+	}
+	return fmt.Errorf("hooks %q: not run by the host", kind)
 }
 
 // VMMPid is the hypervisor process.
@@ -130,11 +165,15 @@ func (c *Container) Destroy(ctx context.Context) {
 
 // Stop stops the VM and syncs a block rootfs back; the state stays.
 func (c *Container) Stop(ctx context.Context) error {
+	if c.plan != nil && c.plan.tap != nil {
+		defer c.plan.tap.Close()
+	}
 	if c.sb == nil {
 		return nil
 	}
 	c.sb.Shutdown(ctx)
 	c.sb = nil
+	disconnectNetwork(ctx, c.State)
 	if c.plan.afterStop != nil {
 		if err := c.plan.afterStop(ctx); err != nil {
 			return fmt.Errorf("syncing the rootfs of %s back: %w", c.ID, err)

@@ -42,7 +42,11 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.St
 		cmd.Stdin = bytes.NewReader(state)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
+		err := startOnHost(cmd)
+		if err == nil {
+			err = cmd.Wait()
+		}
+		if err != nil {
 			return fmt.Errorf("%s hook %s: %v: %s", kind, h.Path, err, strings.TrimSpace(out.String()))
 		}
 	}

@@ -86,6 +86,12 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 		args = append(args, "--console-socket", cs)
 	}
 	cmd := exec.Command(o.Monitor[0], append(args, o.ID)...)
+	cmd.ExtraFiles = []*os.File{nil} // fd 3: the ready pipe, set by spawnDetached
+	started, err := StartInNetNS(cmd, spec)
+	if err != nil {
+		return err
+	}
+	defer started()
 	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "creating container "+o.ID+": the monitor exited")
 }
 
@@ -102,8 +108,16 @@ func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, exited string) err
 	if inheritStdio {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	}
-	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// fd 3 is the ready pipe; a caller may have reserved it.
+	if len(cmd.ExtraFiles) == 0 {
+		cmd.ExtraFiles = []*os.File{readyW}
+	} else {
+		cmd.ExtraFiles[0] = readyW
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {
@@ -226,11 +240,7 @@ func (m *monitor) create(ctx context.Context) error {
 	m.relay = startRelay(ctx, sb.Agent, m.o.ID, "", stdin, stdout, stderr, spec.Process.Terminal)
 	m.stopSignals = forwardSignals(ctx, sb.Agent, m.o.ID, con)
 
-	state := specState(st, StatusCreated)
-	if err := runHooks(ctx, "prestart", m.hooks.prestart, state); err != nil {
-		return err
-	}
-	if err := runHooks(ctx, "createRuntime", m.hooks.createRuntime, state); err != nil {
+	if err := m.c.prepare(ctx); err != nil {
 		return err
 	}
 

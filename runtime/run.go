@@ -90,15 +90,8 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, err
 	}
 	t0 := time.Now()
-	if spec.Hooks != nil {
-		state := specState(st, StatusCreated)
-		//lint:ignore SA1019 prestart is deprecated but still honoured
-		if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, state); err != nil {
-			return -1, err
-		}
-		if err := runHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, state); err != nil {
-			return -1, err
-		}
+	if err := c.prepare(ctx); err != nil {
+		return -1, err
 	}
 	if o.PidFile != "" {
 		if err := writePidFile(o.PidFile, os.Getpid()); err != nil {

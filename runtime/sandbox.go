@@ -17,6 +17,7 @@ import (
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
 	"github.com/vzrun/vzrun/runtime/hypervisor"
+	"github.com/vzrun/vzrun/runtime/network"
 )
 
 // Runtime holds what every container of one vzrun root shares.
@@ -48,6 +49,10 @@ type containerVM struct {
 	shares []*api.Share
 	// afterStop runs once the VM has stopped, if set.
 	afterStop func(context.Context) error
+	// netns is the host network namespace of the VM's NIC, and tap its
+	// tap device.
+	netns string
+	tap   *network.Tap
 }
 
 // planVM turns a spec into a VM config in stateDir.
@@ -127,7 +132,13 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		}
 		p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: tag, Path: sub, IsFile: !fi.IsDir()})
 	}
+	if err := p.planNIC(ctx, id, spec); err != nil {
+		return nil, err
+	}
 	if err := p.cfg.Validate(); err != nil {
+		if p.tap != nil {
+			p.tap.Close()
+		}
 		return nil, err
 	}
 	return p, nil
@@ -147,6 +158,8 @@ func isBind(m specs.Mount) bool {
 
 // boot starts the VM and connects to its agent.
 func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
+	// The VMM holds the tap from here on; it goes when the VMM does.
+	defer p.closeTap()
 	vm, err := newVM(p.cfg)
 	if err != nil {
 		return nil, err
@@ -174,6 +187,13 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 		"guest":       hello.KernelRelease,
 	}).Debug("vm ready")
 	return sb, nil
+}
+
+// closeTap closes this process's copy of the tap: the VMM has its own.
+func (p *containerVM) closeTap() {
+	if p.tap != nil {
+		p.tap.CloseFile()
+	}
 }
 
 // Shutdown powers the guest off and waits for the VM to stop, killing it

@@ -41,6 +41,10 @@ type State struct {
 	VMMPid     int    `json:"vmm_pid,omitempty"`
 	ExitStatus int    `json:"exit_status,omitempty"`
 	Owner      string `json:"owner,omitempty"`
+	// NetNS and NetIface name the interface of a network namespace that
+	// outlives the container, redirected to the VM's tap until delete.
+	NetNS    string `json:"netns,omitempty"`
+	NetIface string `json:"net_iface,omitempty"`
 }
 
 // alive says whether the owner recorded in st is still running.

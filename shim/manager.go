@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	vzruntime "github.com/vzrun/vzrun/runtime"
 )
 
 // RuntimeName is the runtime type containerd knows the shim by.
@@ -91,6 +93,17 @@ func (m manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ 
 	cmd.Env = os.Environ()
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The shim owns the VM: it lives in the container's new network
+	// namespace, where nerdctl's hooks find it through the task's pid.
+	spec, err := vzruntime.LoadSpec(cwd)
+	if err != nil {
+		return nil, err
+	}
+	started, err := vzruntime.StartInNetNS(cmd, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer started()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

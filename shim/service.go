@@ -269,6 +269,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	// Published before the waiter exists, so no exit precedes its start.
 	if r.ExecID == "" {
 		_ = s.c.SetStatus(vzruntime.StatusRunning)
+		if err := s.c.RunHooks(ctx, "poststart"); err != nil {
+			log.G(ctx).WithError(err).Warn("poststart hook")
+		}
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: p.pid})
 	} else {
 		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.pid})
@@ -328,6 +331,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	c := s.c
 	s.mu.Unlock()
 	c.Destroy(ctx)
+	// Poststop hooks (nerdctl's releases the container's network) run
+	// while this process, and so its network namespace, still exists.
+	if err := c.RunHooks(ctx, "poststop"); err != nil {
+		log.G(ctx).WithError(err).Warn("poststop hook")
+	}
 	if p.status == task.Status_CREATED {
 		p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, 128+9, time.Now()
 		close(p.done)

@@ -44,6 +44,8 @@ type Config struct {
 	Shares []Share
 	// Disks are raw images attached as virtio-blk devices.
 	Disks []Disk
+	// NICs are virtio-net interfaces.
+	NICs []NIC
 	// Accel forces an accelerator; empty lets the backend choose.
 	Accel string
 	// ConsoleLog receives the guest console; kept after the VM stops.
@@ -62,6 +64,16 @@ type Disk struct {
 	Path     string
 	Serial   string
 	ReadOnly bool
+}
+
+// NIC is a virtio-net interface.
+type NIC struct {
+	// MAC is the address the guest sees at boot; the agent finds the NIC
+	// by it.
+	MAC net.HardwareAddr
+	// Tap is an open tap device (Linux backends): what the guest sends
+	// leaves by it. A backend without one attaches its own NAT (macOS).
+	Tap *os.File
 }
 
 var tagRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,20}$`)
@@ -101,6 +113,11 @@ func (c *Config) Validate() error {
 		}
 		if _, err := os.Stat(d.Path); err != nil {
 			return fmt.Errorf("vm config: disk %s: %w", d.Serial, err)
+		}
+	}
+	for i, n := range c.NICs {
+		if len(n.MAC) != 6 || n.MAC[0]&1 != 0 {
+			return fmt.Errorf("vm config: nic %d: mac %q is not a unicast ethernet address: %w", i, n.MAC, errdefs.ErrInvalidArgument)
 		}
 	}
 	switch c.Accel {

@@ -1404,6 +1404,236 @@ func (x *StatsResponse) GetCgroupV2Metrics() []byte {
 	return nil
 }
 
+type ConfigureNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Interfaces    []*Interface           `protobuf:"bytes,2,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes        []*Route               `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureNetworkRequest) Reset() {
+	*x = ConfigureNetworkRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureNetworkRequest) ProtoMessage() {}
+
+func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ConfigureNetworkRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ConfigureNetworkRequest) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *ConfigureNetworkRequest) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+// Interface is one network interface as the container should see it.
+type Interface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name in the container, e.g. eth0.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// MAC of the VM's NIC to take, found by the host-given MAC; the
+	// interface is then given hw_addr.
+	NicMac string `protobuf:"bytes,2,opt,name=nic_mac,json=nicMac,proto3" json:"nic_mac,omitempty"`
+	HwAddr string `protobuf:"bytes,3,opt,name=hw_addr,json=hwAddr,proto3" json:"hw_addr,omitempty"`
+	Mtu    uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// Addresses in CIDR form, e.g. 10.4.0.5/24.
+	Addresses     []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetNicMac() string {
+	if x != nil {
+		return x.NicMac
+	}
+	return ""
+}
+
+func (x *Interface) GetHwAddr() string {
+	if x != nil {
+		return x.HwAddr
+	}
+	return ""
+}
+
+func (x *Interface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Interface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+// Route is one route of the container, in the main table.
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination in CIDR form; empty is the default route.
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	Gateway     string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Source      string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// Interface name in the container.
+	Device string `protobuf:"bytes,4,opt,name=device,proto3" json:"device,omitempty"`
+	// Scope as in rtnetlink (0 universe, 253 link).
+	Scope uint32 `protobuf:"varint,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Family: 4 or 6 (needed for a default route).
+	Family        uint32 `protobuf:"varint,6,opt,name=family,proto3" json:"family,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Route) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetScope() uint32 {
+	if x != nil {
+		return x.Scope
+	}
+	return 0
+}
+
+func (x *Route) GetFamily() uint32 {
+	if x != nil {
+		return x.Family
+	}
+	return 0
+}
+
 type DeleteContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1414,7 +1644,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1656,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1669,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1544,10 +1774,29 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
 	"\tresources\x18\x02 \x01(\fR\tresources\";\n" +
 	"\rStatsResponse\x12*\n" +
-	"\x11cgroup_v2_metrics\x18\x01 \x01(\fR\x0fcgroupV2Metrics\"Q\n" +
+	"\x11cgroup_v2_metrics\x18\x01 \x01(\fR\x0fcgroupV2Metrics\"\xa6\x01\n" +
+	"\x17ConfigureNetworkRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x129\n" +
+	"\n" +
+	"interfaces\x18\x02 \x03(\v2\x19.vzrun.agent.v1.InterfaceR\n" +
+	"interfaces\x12-\n" +
+	"\x06routes\x18\x03 \x03(\v2\x15.vzrun.agent.v1.RouteR\x06routes\"\x81\x01\n" +
+	"\tInterface\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\anic_mac\x18\x02 \x01(\tR\x06nicMac\x12\x17\n" +
+	"\ahw_addr\x18\x03 \x01(\tR\x06hwAddr\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x1c\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\"\xa1\x01\n" +
+	"\x05Route\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x16\n" +
+	"\x06device\x18\x04 \x01(\tR\x06device\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\rR\x05scope\x12\x16\n" +
+	"\x06family\x18\x06 \x01(\rR\x06family\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force2\x82\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force2\xd6\n" +
 	"\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
@@ -1567,7 +1816,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Pause\x12 .vzrun.agent.v1.ContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x12A\n" +
 	"\x06Resume\x12 .vzrun.agent.v1.ContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x12>\n" +
 	"\x06Update\x12\x1d.vzrun.agent.v1.UpdateRequest\x1a\x15.vzrun.agent.v1.Empty\x12H\n" +
-	"\x05Stats\x12 .vzrun.agent.v1.ContainerRequest\x1a\x1d.vzrun.agent.v1.StatsResponse\x12P\n" +
+	"\x05Stats\x12 .vzrun.agent.v1.ContainerRequest\x1a\x1d.vzrun.agent.v1.StatsResponse\x12R\n" +
+	"\x10ConfigureNetwork\x12'.vzrun.agent.v1.ConfigureNetworkRequest\x1a\x15.vzrun.agent.v1.Empty\x12P\n" +
 	"\x0fDeleteContainer\x12&.vzrun.agent.v1.DeleteContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x128\n" +
 	"\bShutdown\x12\x15.vzrun.agent.v1.Empty\x1a\x15.vzrun.agent.v1.EmptyB+Z)github.com/vzrun/vzrun/api/agent/v1;agentb\x06proto3"
 
@@ -1583,7 +1833,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -1610,52 +1860,59 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*ContainerRequest)(nil),        // 22: vzrun.agent.v1.ContainerRequest
 	(*UpdateRequest)(nil),           // 23: vzrun.agent.v1.UpdateRequest
 	(*StatsResponse)(nil),           // 24: vzrun.agent.v1.StatsResponse
-	(*DeleteContainerRequest)(nil),  // 25: vzrun.agent.v1.DeleteContainerRequest
+	(*ConfigureNetworkRequest)(nil), // 25: vzrun.agent.v1.ConfigureNetworkRequest
+	(*Interface)(nil),               // 26: vzrun.agent.v1.Interface
+	(*Route)(nil),                   // 27: vzrun.agent.v1.Route
+	(*DeleteContainerRequest)(nil),  // 28: vzrun.agent.v1.DeleteContainerRequest
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
 	4,  // 1: vzrun.agent.v1.CreateContainerRequest.shares:type_name -> vzrun.agent.v1.Share
-	1,  // 2: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
-	5,  // 3: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
-	7,  // 4: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
-	9,  // 5: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
-	10, // 6: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
-	11, // 7: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
-	13, // 8: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
-	15, // 9: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
-	16, // 10: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
-	17, // 11: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
-	18, // 12: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
-	20, // 13: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
-	22, // 14: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
-	22, // 15: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
-	23, // 16: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
-	22, // 17: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
-	25, // 18: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	0,  // 19: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	2,  // 20: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	6,  // 21: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	8,  // 22: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 23: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 24: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	12, // 25: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	14, // 26: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 27: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 28: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 29: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	19, // 30: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	21, // 31: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 32: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 33: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 34: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	24, // 35: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	0,  // 36: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 37: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	20, // [20:38] is the sub-list for method output_type
-	2,  // [2:20] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	26, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
+	27, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
+	1,  // 4: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
+	5,  // 5: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
+	7,  // 6: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
+	9,  // 7: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
+	10, // 8: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
+	11, // 9: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
+	13, // 10: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
+	15, // 11: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
+	16, // 12: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
+	17, // 13: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
+	18, // 14: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
+	20, // 15: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
+	22, // 16: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
+	22, // 17: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
+	23, // 18: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
+	22, // 19: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
+	25, // 20: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
+	28, // 21: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
+	0,  // 22: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	2,  // 23: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	6,  // 24: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	8,  // 25: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 26: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 27: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	12, // 28: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	14, // 29: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 30: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 31: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 32: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	19, // 33: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	21, // 34: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 35: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 36: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 37: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	24, // 38: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	0,  // 39: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 40: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 41: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	23, // [23:42] is the sub-list for method output_type
+	4,  // [4:23] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1669,7 +1926,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

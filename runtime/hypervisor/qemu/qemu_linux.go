@@ -99,6 +99,14 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	}
 	defer stderr.Close()
 	cmd.Stdout, cmd.Stderr = stderr, stderr
+	// Tap devices are passed open (fd 3 on): they live in the
+	// container's network namespace, which QEMU need not be in.
+	for _, n := range v.cfg.NICs {
+		if n.Tap == nil {
+			return fmt.Errorf("vm %s: nic %s has no tap device", v.cfg.ID, n.MAC)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
+	}
 	// The VM lives and dies with the process that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	v.timings.Launched = time.Now()
@@ -277,6 +285,12 @@ func (v *vm) args() []string {
 			"-chardev", "socket,id="+id+",path="+id+".sock",
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag)
 	}
+	for i, n := range c.NICs {
+		id := "net" + strconv.Itoa(i)
+		args = append(args,
+			"-netdev", "tap,id="+id+",fd="+strconv.Itoa(3+i),
+			"-device", "virtio-net-device,netdev="+id+",mac="+n.MAC.String())
+	}
 	for i, d := range c.Disks {
 		id := "disk" + strconv.Itoa(i)
 		drive := "if=none,id=" + id + ",format=raw,cache=none,aio=threads,file=" + d.Path
@@ -289,18 +303,31 @@ func (v *vm) args() []string {
 }
 
 func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
-	sock := v.path("fs" + strconv.Itoa(i) + ".sock")
-	// Relative to its working directory (the state dir) only when the full
-	// path is too long for a socket: the full path in its command line is
-	// how `delete` finds a virtiofsd left behind.
-	sockArg := sock
-	if len(sock) > 100 {
-		sockArg = filepath.Base(sock)
+	name := "fs" + strconv.Itoa(i)
+	sock := v.path(name + ".sock")
+	// The listening socket is made here and handed over: virtiofsd names
+	// its pid file after --socket-path, and two VMs' relative names (the
+	// state dir's path may be too long for a socket) would collide.
+	l, err := sockpath.Listen(sock)
+	if err != nil {
+		return fmt.Errorf("socket for virtiofsd %s: %w", s.Path, err)
 	}
-	args := []string{"--socket-path=" + sockArg, "-o", "source=" + s.Path, "-o", "cache=auto",
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	defer ul.Close()
+	lf, err := ul.File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	args := []string{"--fd=3", "-o", "source=" + s.Path, "-o", "cache=auto",
 		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts"}
 	cmd := exec.Command(VirtiofsdBinary, args...)
+	// Named after the state dir, which is how `delete` finds a virtiofsd
+	// left behind (its working directory goes with the chroot).
+	cmd.Args[0] = v.path(name + "-virtiofsd")
 	cmd.Dir = v.cfg.StateDir
+	cmd.ExtraFiles = []*os.File{lf}
 	logf, err := os.Create(v.path("virtiofsd-" + strconv.Itoa(i) + ".log"))
 	if err != nil {
 		return err
@@ -314,24 +341,8 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 	v.mu.Lock()
 	v.fsds = append(v.fsds, cmd)
 	v.mu.Unlock()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	// QEMU connects to the socket at start-up, so it must exist first.
-	for start := time.Now(); ; {
-		if _, err := os.Stat(sock); err == nil {
-			go func() { <-exited }()
-			return nil
-		}
-		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("virtiofsd for %s exited: %v: %s", s.Path, err, strings.TrimSpace(string(b)))
-		case <-time.After(2 * time.Millisecond):
-		}
-		if time.Since(start) > 10*time.Second {
-			return fmt.Errorf("virtiofsd for %s: no socket after 10s", s.Path)
-		}
-	}
+	go func() { _ = cmd.Wait() }()
+	return nil
 }
 
 func (v *vm) AgentConn() net.Conn { return v.conn }

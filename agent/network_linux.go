@@ -1,0 +1,180 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+)
+
+// ConfigureNetwork hands the VM's NIC to the container: the guest keeps
+// the container in a network namespace of its own (loopback only) until
+// the host has found what the container's host-side namespace holds, then
+// the NIC moves in and takes that interface's MAC, MTU, addresses and
+// routes, so peers on the host's bridge see the same endpoint as with runc.
+func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetworkRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	c, err := s.container(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	c.init.mu.Lock()
+	pid := c.init.pid
+	c.init.mu.Unlock()
+	if pid <= 0 {
+		return nil, fmt.Errorf("container %s has no process: %w", c.id, errdefs.ErrFailedPrecondition)
+	}
+	target, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace of container %s: %w", c.id, err)
+	}
+	defer target.Close()
+	h, err := netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in the container's namespace: %w", err)
+	}
+	defer h.Close()
+
+	for _, ifc := range req.Interfaces {
+		if err := moveNIC(ifc, pid, h); err != nil {
+			return nil, fmt.Errorf("interface %s: %w", ifc.Name, err)
+		}
+	}
+	for _, r := range req.Routes {
+		if err := addRoute(h, r); err != nil {
+			return nil, fmt.Errorf("route %s via %s: %w", orDefault(r.Destination), r.Gateway, err)
+		}
+	}
+	return &api.Empty{}, nil
+}
+
+// moveNIC finds the NIC by the MAC the host gave it at boot, moves it into
+// the namespace of pid (handled by h) and configures it there.
+func moveNIC(ifc *api.Interface, pid int, h *netlink.Handle) error {
+	nicMAC, err := net.ParseMAC(ifc.NicMac)
+	if err != nil {
+		return fmt.Errorf("nic mac: %w", errdefs.ErrInvalidArgument)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	var nic netlink.Link
+	for _, l := range links {
+		if l.Attrs().HardwareAddr.String() == nicMAC.String() {
+			nic = l
+			break
+		}
+	}
+	if nic == nil {
+		return fmt.Errorf("no nic with mac %s in the vm: %w", nicMAC, errdefs.ErrNotFound)
+	}
+	if err := netlink.LinkSetNsPid(nic, pid); err != nil {
+		return fmt.Errorf("moving %s into the container: %w", nic.Attrs().Name, err)
+	}
+	// Found again by MAC: its index may be taken in the new namespace.
+	moved, err := h.LinkList()
+	if err != nil {
+		return err
+	}
+	var link netlink.Link
+	for _, l := range moved {
+		if l.Attrs().HardwareAddr.String() == nicMAC.String() {
+			link = l
+		}
+	}
+	if link == nil {
+		return fmt.Errorf("nic %s vanished moving into the container: %w", nicMAC, errdefs.ErrNotFound)
+	}
+	if ifc.Name != "" && ifc.Name != link.Attrs().Name {
+		if err := h.LinkSetName(link, ifc.Name); err != nil {
+			return fmt.Errorf("renaming %s: %w", link.Attrs().Name, err)
+		}
+	}
+	if ifc.HwAddr != "" {
+		mac, err := net.ParseMAC(ifc.HwAddr)
+		if err != nil {
+			return fmt.Errorf("mac %q: %w", ifc.HwAddr, errdefs.ErrInvalidArgument)
+		}
+		if err := h.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("setting mac: %w", err)
+		}
+	}
+	if ifc.Mtu > 0 {
+		if err := h.LinkSetMTU(link, int(ifc.Mtu)); err != nil {
+			return fmt.Errorf("setting mtu %d: %w", ifc.Mtu, err)
+		}
+	}
+	for _, a := range ifc.Addresses {
+		addr, err := netlink.ParseAddr(a)
+		if err != nil {
+			return fmt.Errorf("address %q: %w", a, errdefs.ErrInvalidArgument)
+		}
+		if addr.IP.To4() == nil {
+			// No duplicate address detection: the address is the
+			// host-side interface's, which no longer answers.
+			addr.Flags |= unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("adding %s: %w", a, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bringing it up: %w", err)
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		_ = h.LinkSetUp(lo)
+	}
+	return nil
+}
+
+func addRoute(h *netlink.Handle, r *api.Route) error {
+	route := &netlink.Route{Scope: netlink.Scope(r.Scope)}
+	if r.Device != "" {
+		link, err := h.LinkByName(r.Device)
+		if err != nil {
+			return err
+		}
+		route.LinkIndex = link.Attrs().Index
+	}
+	if r.Destination != "" {
+		_, dst, err := net.ParseCIDR(r.Destination)
+		if err != nil {
+			return fmt.Errorf("destination: %w", errdefs.ErrInvalidArgument)
+		}
+		route.Dst = dst
+	}
+	if r.Gateway != "" {
+		if route.Gw = net.ParseIP(r.Gateway); route.Gw == nil {
+			return fmt.Errorf("gateway: %w", errdefs.ErrInvalidArgument)
+		}
+	}
+	if r.Source != "" {
+		route.Src = net.ParseIP(r.Source)
+	}
+	switch {
+	case r.Family == 6:
+		route.Family = netlink.FAMILY_V6
+	case r.Family == 4:
+		route.Family = netlink.FAMILY_V4
+	}
+	if err := h.RouteReplace(route); err != nil {
+		return err
+	}
+	return nil
+}
+
+func orDefault(dst string) string {
+	if strings.TrimSpace(dst) == "" {
+		return "default"
+	}
+	return dst
+}

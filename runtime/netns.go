@@ -1,0 +1,213 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
+	"github.com/vzrun/vzrun/runtime/network"
+)
+
+// How a container's network reaches its VM.
+//
+// The spec's network namespace is the container's network as the host's
+// tools see it: CNI (nerdctl's createRuntime hook), CRI or a script put a
+// veth with addresses and routes into it. The VM gets a virtio-net NIC
+// backed by a tap device in that namespace, the tap and the veth are
+// joined with tc mirred redirects, and the guest's NIC takes the veth's
+// MAC, MTU, addresses and routes inside the container's guest network
+// namespace, so the container answers on the veth's address as it would
+// under runc.
+//
+// A namespace given by path is used as it is. A new one (no path) is the
+// network namespace of the container's owner process (the monitor of
+// `vzrun create`, or the shim), which is started in a namespace of its own
+// for it: hooks given state.pid then find it in /proc/PID/ns/net as with
+// runc. A spec without a network namespace asks for the host's network,
+// which a VM cannot share; its guest has loopback only.
+
+// EnvOwnNetNS tells an owner process that it was started in a network
+// namespace of its own, made for its container; its value is the number of
+// an inherited descriptor of the host's network namespace, where hooks run
+// (CNI plugins make their bridges in the namespace they run in).
+const EnvOwnNetNS = "VZRUN_OWN_NETNS"
+
+var hostNetNS = sync.OnceValue(func() *os.File {
+	fd, err := strconv.Atoi(os.Getenv(EnvOwnNetNS))
+	if err != nil || fd < 3 {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "host-netns")
+})
+
+// startOnHost starts cmd in the host's network namespace.
+func startOnHost(cmd *exec.Cmd) error {
+	if ns := hostNetNS(); ns != nil {
+		return network.StartIn(ns, cmd)
+	}
+	return cmd.Start()
+}
+
+// wantsNewNetNS says whether spec asks for a new network namespace.
+func wantsNewNetNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
+// StartInNetNS makes cmd, an owner process for a container with spec,
+// start in a new network namespace when the spec asks for one, with a
+// descriptor of this one. Call the returned func once cmd has started.
+func StartInNetNS(cmd *exec.Cmd, spec *specs.Spec) (func(), error) {
+	if !wantsNewNetNS(spec) {
+		return func() {}, nil
+	}
+	self, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	cmd.ExtraFiles = append(cmd.ExtraFiles, self)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, EnvOwnNetNS+"="+strconv.Itoa(2+len(cmd.ExtraFiles)))
+	return func() { self.Close() }, nil
+}
+
+// netNSPath is the host network namespace the VM's network lives in, or ""
+// for a loopback-only guest.
+func netNSPath(ctx context.Context, id string, spec *specs.Spec) string {
+	path, own := "", hostNetNS() != nil
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				path = ns.Path
+				if path == "" && own {
+					path = "/proc/self/ns/net"
+				}
+			}
+		}
+	}
+	if path == "" {
+		return ""
+	}
+	if network.SameAsInit(path) {
+		log.G(ctx).WithField("id", id).Warnf("network namespace %s is the host's: the guest gets loopback only", path)
+		return ""
+	}
+	return path
+}
+
+// planNIC gives the VM a NIC on a tap in the container's network
+// namespace, if it has one.
+func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error {
+	path := netNSPath(ctx, id, spec)
+	if path == "" {
+		return nil
+	}
+	tap, err := network.NewTap(network.TapName)
+	if err != nil {
+		return fmt.Errorf("network of %s: %w", id, err)
+	}
+	p.netns, p.tap = path, tap
+	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: network.StableMAC(id), Tap: tap.File})
+	return nil
+}
+
+// connectNetwork joins the VM's NIC to what the container's network
+// namespace holds once hooks have filled it; with nothing there the guest
+// keeps loopback only.
+func (c *Container) connectNetwork(ctx context.Context) error {
+	p := c.plan
+	if p == nil || p.netns == "" {
+		return nil
+	}
+	ifcs, routes, err := network.Inspect(p.netns)
+	if err != nil {
+		return err
+	}
+	if len(ifcs) == 0 {
+		log.G(ctx).WithField("id", c.ID).Debug("no interface in the network namespace: loopback only")
+		return nil
+	}
+	ifc := ifcs[0]
+	for _, i := range ifcs {
+		if i.Name == "eth0" {
+			ifc = i
+		}
+	}
+	if len(ifcs) > 1 {
+		log.G(ctx).WithField("id", c.ID).Warnf("%d interfaces in the network namespace: only %s reaches the vm", len(ifcs), ifc.Name)
+	}
+	if err := network.Connect(p.netns, p.tap, ifc); err != nil {
+		return fmt.Errorf("network of %s: %w", c.ID, err)
+	}
+	if p.netns != "/proc/self/ns/net" {
+		// A namespace that outlives the owner keeps the redirect:
+		// delete removes it.
+		c.State.NetNS, c.State.NetIface = p.netns, ifc.Name
+		if err := c.Dir.Update(c.State); err != nil {
+			return err
+		}
+	}
+	req := &api.ConfigureNetworkRequest{ContainerId: c.ID}
+	gi := &api.Interface{Name: ifc.Name, NicMac: network.StableMAC(c.ID).String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
+	for _, a := range ifc.Addrs {
+		gi.Addresses = append(gi.Addresses, a.String())
+	}
+	req.Interfaces = append(req.Interfaces, gi)
+	for _, r := range routes {
+		if r.Device != ifc.Name {
+			continue
+		}
+		gr := &api.Route{Device: r.Device, Scope: uint32(r.Scope), Family: uint32(r.Family)}
+		if r.Dst != nil {
+			gr.Destination = r.Dst.String()
+		}
+		if r.Gw != nil {
+			gr.Gateway = r.Gw.String()
+		}
+		if r.Src != nil {
+			gr.Source = r.Src.String()
+		}
+		req.Routes = append(req.Routes, gr)
+	}
+	if _, err := c.Agent.ConfigureNetwork(ctx, req); err != nil {
+		return fmt.Errorf("configuring the network of %s in the guest: %w", c.ID, errgrpc.ToNative(err))
+	}
+	log.G(ctx).WithFields(log.Fields{"id": c.ID, "interface": ifc.Name, "addresses": gi.Addresses}).Debug("network connected")
+	return nil
+}
+
+// disconnectNetwork undoes connectNetwork in a namespace that outlives
+// the container.
+func disconnectNetwork(ctx context.Context, st *State) {
+	if st.NetNS == "" {
+		return
+	}
+	if err := network.Disconnect(st.NetNS, st.NetIface); err != nil {
+		log.G(ctx).WithError(err).WithField("id", st.ID).Warn("removing the network redirect")
+	}
+}

@@ -1,0 +1,380 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// inNS runs fn on a thread in the network namespace at nsPath. The thread
+// is dropped, not reused, if it cannot be moved back.
+func inNS(nsPath string, fn func() error) error {
+	target, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("entering %s: %w", nsPath, err)
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// SameAsInit reports whether nsPath is the network namespace of the host's
+// init: a VM must never be wired into the host's own network.
+func SameAsInit(nsPath string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(nsPath, &a) != nil || unix.Stat("/proc/1/ns/net", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// Tap is the VM's tap device. It is made in a namespace of its own and
+// moves into the container's namespace only when Connect joins it to an
+// interface there: until then hooks and tools that look at the
+// container's namespace (nerdctl's inspect takes the first interface that
+// is up as the container's) see only what they put in.
+type Tap struct {
+	// File is the open tap, for the VMM.
+	File    *os.File
+	name    string
+	staging *os.File
+}
+
+// NewTap makes a tap device called name. It is not persistent: it goes
+// when the last holder of File (the VMM, its owner) exits, kill -9
+// included.
+func NewTap(name string) (_ *Tap, retErr error) {
+	t := &Tap{name: name}
+	defer func() {
+		if retErr != nil {
+			t.Close()
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() {
+		// This thread ends in the new namespace unless it can go back;
+		// then it is dropped with the goroutine.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("making a network namespace for the tap: %w", err)
+			return
+		}
+		err = func() error {
+			staging, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				return err
+			}
+			t.staging = staging
+			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("opening /dev/net/tun: %w", err)
+			}
+			ifr, err := unix.NewIfreq(name)
+			if err != nil {
+				unix.Close(fd)
+				return err
+			}
+			// The virtio-net header lets the guest's offloads (checksum,
+			// segmentation) pass through instead of being done in
+			// software.
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("creating tap %s: %w", name, err)
+			}
+			t.File = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+			return nil
+		}()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return t, <-errc
+}
+
+// CloseFile closes this process's copy of the tap, once the VMM has one.
+func (t *Tap) CloseFile() {
+	if t.File != nil {
+		t.File.Close()
+		t.File = nil
+	}
+}
+
+// Close releases the tap and its staging namespace.
+func (t *Tap) Close() {
+	t.CloseFile()
+	if t.staging != nil {
+		t.staging.Close()
+		t.staging = nil
+	}
+}
+
+// moveInto moves the tap from its staging namespace into the namespace at
+// nsPath, numbered after everything there so that it sorts last.
+func (t *Tap) moveInto(nsPath string) error {
+	target, err := os.Open(nsPath)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer target.Close()
+	th, err := netlink.NewHandleAt(netns.NsHandle(target.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer th.Close()
+	links, err := th.LinkList()
+	if err != nil {
+		return err
+	}
+	next := 1
+	for _, l := range links {
+		next = max(next, l.Attrs().Index+1)
+	}
+	sh, err := netlink.NewHandleAt(netns.NsHandle(t.staging.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	link, err := sh.LinkByName(t.name)
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", t.name, err)
+	}
+	// RTM_NEWLINK with IFLA_NEW_IFINDEX (Linux 5.x on) picks the index;
+	// without it the tap keeps the one it has.
+	err = inNS(fmt.Sprintf("/proc/self/fd/%d", t.staging.Fd()), func() error {
+		req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		msg.Index = int32(link.Attrs().Index)
+		req.AddData(msg)
+		req.AddData(nl.NewRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(target.Fd()))))
+		req.AddData(nl.NewRtAttr(unix.IFLA_NEW_IFINDEX, nl.Uint32Attr(uint32(next))))
+		_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+		return err
+	})
+	if err != nil {
+		if err := sh.LinkSetNsFd(link, int(target.Fd())); err != nil {
+			return fmt.Errorf("moving tap %s into %s: %w", t.name, nsPath, err)
+		}
+	}
+	return nil
+}
+
+// Inspect lists the interfaces (but lo and those named in skip) of the
+// namespace at nsPath, with their routes.
+func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, nil, err
+	}
+	var ifcs []Interface
+	var routes []Route
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 || slices.Contains(skip, a.Name) {
+			continue
+		}
+		ifc := Interface{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr, MTU: a.MTU}
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("addresses of %s: %w", a.Name, err)
+		}
+		for _, ad := range addrs {
+			if ad.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			ifc.Addrs = append(ifc.Addrs, ad.IPNet)
+		}
+		ifcs = append(ifcs, ifc)
+		rs, err := h.RouteList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("routes of %s: %w", a.Name, err)
+		}
+		for _, r := range rs {
+			// The guest's kernel adds the subnet routes of the
+			// addresses itself.
+			if r.Protocol == unix.RTPROT_KERNEL {
+				continue
+			}
+			if r.Dst != nil && (r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast()) {
+				continue
+			}
+			family := 4
+			if r.Family == netlink.FAMILY_V6 {
+				family = 6
+			}
+			routes = append(routes, Route{Dst: r.Dst, Gw: r.Gw, Src: r.Src, Device: a.Name,
+				Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol)})
+		}
+	}
+	return ifcs, routes, nil
+}
+
+// Connect moves the tap into the namespace at nsPath and joins it to ifc
+// there: everything that arrives on one leaves by the other, and the tap
+// takes ifc's MTU.
+func Connect(nsPath string, tap *Tap, ifc Interface) error {
+	if err := tap.moveInto(nsPath); err != nil {
+		return err
+	}
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	t, err := h.LinkByName(tap.name)
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", tap.name, err)
+	}
+	peer, err := h.LinkByName(ifc.Name)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", ifc.Name, err)
+	}
+	if ifc.MTU > 0 {
+		if err := h.LinkSetMTU(t, ifc.MTU); err != nil {
+			return fmt.Errorf("mtu of %s: %w", tap.name, err)
+		}
+	}
+	if err := h.LinkSetUp(t); err != nil {
+		return fmt.Errorf("bringing %s up: %w", tap.name, err)
+	}
+	for _, pair := range [][2]netlink.Link{{peer, t}, {t, peer}} {
+		if err := redirect(h, pair[0], pair[1]); err != nil {
+			return fmt.Errorf("redirecting %s to %s: %w", pair[0].Attrs().Name, pair[1].Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// redirect sends every frame arriving on from out of to.
+func redirect(h *netlink.Handle, from, to netlink.Link) error {
+	ingress := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: from.Attrs().Index,
+		Handle:    netlink.MakeHandle(0xffff, 0),
+		Parent:    netlink.HANDLE_INGRESS,
+	}}
+	if err := h.QdiscAdd(ingress); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("ingress qdisc: %w", err)
+	}
+	filter := &netlink.U32{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: from.Attrs().Index,
+			Parent:    netlink.MakeHandle(0xffff, 0),
+			Priority:  1,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Actions: []netlink.Action{netlink.NewMirredAction(to.Attrs().Index)},
+	}
+	if err := h.FilterAdd(filter); err != nil {
+		return fmt.Errorf("mirred filter: %w", err)
+	}
+	return nil
+}
+
+// Disconnect removes what Connect added to ifName (its ingress qdisc and
+// with it the redirect); the tap goes by itself. A namespace or interface
+// already gone is not an error.
+func Disconnect(nsPath, ifName string) error {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifName)
+	if err != nil {
+		return nil
+	}
+	qdiscs, err := h.QdiscList(l)
+	if err != nil {
+		return err
+	}
+	for _, q := range qdiscs {
+		if q.Type() == "ingress" {
+			if err := h.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("removing the ingress qdisc of %s: %w", ifName, err)
+			}
+		}
+	}
+	return nil
+}
+
+// StartIn starts cmd in the network namespace of ns (an open nsfs file):
+// the child is forked from a thread that entered it.
+func StartIn(ns *os.File, cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering the host's network namespace: %w", err)
+			return
+		}
+		err = cmd.Start()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}

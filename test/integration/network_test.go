@@ -1,0 +1,329 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// cniNerdctl is nerdctl with the pinned CNI plugins (make test-deps) and a
+// private network config directory: its default bridge network is what
+// `nerdctl run` gives a container without --network.
+type cniNerdctl struct {
+	*nerdctl
+	flags []string
+}
+
+func startCNINerdctl(t *testing.T) (*cniNerdctl, string) {
+	t.Helper()
+	n, img := startNerdctl(t)
+	cniPath := filepath.Join(filepath.Dir(containerdBin(t)), "cni-plugins-v1.9.1")
+	if _, err := os.Stat(filepath.Join(cniPath, "bridge")); err != nil {
+		t.Fatalf("CNI plugins missing (make test-deps): %v", err)
+	}
+	// The default network's bridge is made by the first container on it;
+	// it goes once containerd is gone (cleanups run last first), or the
+	// next test's nerdctl finds its subnet taken.
+	if len(linksNamed("nerdctl0")) == 0 {
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", "nerdctl0").Run() })
+	}
+	conf := filepath.Join(n.c.dir, "cni", "net.d")
+	if err := os.MkdirAll(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &cniNerdctl{nerdctl: n, flags: []string{"--cni-path", cniPath, "--cni-netconfpath", conf}}, img
+}
+
+func (n *cniNerdctl) run(stdin string, args ...string) (string, string, int) {
+	n.c.t.Helper()
+	return n.nerdctl.run(stdin, append(append([]string{}, n.flags...), args...)...)
+}
+
+func (n *cniNerdctl) ok(args ...string) string {
+	n.c.t.Helper()
+	out, errs, code := n.run("", args...)
+	if code != 0 {
+		n.c.t.Fatalf("nerdctl %v: exit %d: %s%s\ncontainerd log:\n%s", args, code, out, errs, containerdLogTail(n.c))
+	}
+	return out
+}
+
+// ip is the container's address on the default network.
+func (n *cniNerdctl) ip(name string) string {
+	n.c.t.Helper()
+	ip := strings.TrimSpace(n.ok("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name))
+	if net.ParseIP(ip) == nil {
+		n.c.t.Fatalf("container %s has no address: %q", name, ip)
+	}
+	return ip
+}
+
+var vzOnBridge = []string{"--runtime", "io.containerd.vz.v2"}
+
+// httpGet fetches / from addr, retrying while the server comes up.
+func httpGet(t *testing.T, addr string) string {
+	t.Helper()
+	var last error
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			last = err
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+		b, err := io.ReadAll(bufio.NewReader(c))
+		c.Close()
+		if err != nil || len(b) == 0 {
+			last = fmt.Errorf("read: %v (%d bytes)", err, len(b))
+			continue
+		}
+		return string(b)
+	}
+	t.Fatalf("GET http://%s/: %v", addr, last)
+	return ""
+}
+
+// netnsOf is the inode of a process's network namespace.
+func netnsOf(t *testing.T, pid string) string {
+	t.Helper()
+	l, err := os.Readlink("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// netnsInUse says whether any process is in the network namespace ns.
+func netnsInUse(ns string) bool {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && l == ns {
+			return true
+		}
+	}
+	return false
+}
+
+const httpdScript = `mkdir -p /www && echo "hello from $(hostname)" > /www/index.html && exec httpd -f -p 80 -h /www`
+
+func TestNetworkPublishedPort(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	name := "web-" + uniqueID(t)
+	port := 18000 + os.Getpid()%1000
+	n.ok(append(append([]string{"run", "-d", "--name", name, "--hostname", "vzweb", "-p", fmt.Sprintf("%d:80", port)}, vzOnBridge...), img, "sh", "-c", httpdScript)...)
+	pid := strings.TrimSpace(n.ok("inspect", "-f", "{{.State.Pid}}", name))
+	ns := netnsOf(t, pid)
+	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", port), n.ip(name) + ":80"} {
+		if got := httpGet(t, addr); !strings.Contains(got, "hello from vzweb") {
+			t.Errorf("GET %s: %q", addr, got)
+		}
+	}
+	// The guest runs its own kernel: the container is in the VM.
+	if out := n.ok("exec", name, "uname", "-r"); !strings.Contains(out, "vzrun") {
+		t.Errorf("uname -r in the container: %q, want the guest kernel", out)
+	}
+	n.ok("rm", "-f", name)
+	// The container's namespace, and with it the tap and the redirects,
+	// is gone; nerdctl's poststop hook released the veth on the bridge.
+	waitFor(t, 30*time.Second, func() bool { return !netnsInUse(ns) })
+	if taps := linksNamed("vztap"); len(taps) > 0 {
+		t.Errorf("tap devices left: %v", taps)
+	}
+	if ports, _ := os.ReadDir("/sys/class/net/nerdctl0/brif"); len(ports) > 0 {
+		t.Errorf("veths left on the bridge: %d", len(ports))
+	}
+}
+
+func TestNetworkContainersReachEachOther(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	server, client := "srv-"+uniqueID(t), "cli-"+uniqueID(t)
+	n.ok(append(append([]string{"run", "-d", "--name", server, "--hostname", "vzsrv"}, vzOnBridge...), img, "sh", "-c", httpdScript)...)
+	ip := n.ip(server)
+	// The client fetches the page over the bridge, VM to VM.
+	script := fmt.Sprintf(`for i in $(seq 1 60); do (printf 'GET / HTTP/1.0\r\n\r\n'; sleep 3) | nc %s 80 | grep hello && exit 0; sleep 1; done; exit 1`, ip)
+	out := n.ok(append(append([]string{"run", "--rm", "--name", client}, vzOnBridge...), img, "sh", "-c", script)...)
+	if !strings.Contains(out, "hello from vzsrv") {
+		t.Errorf("client got %q from %s", out, ip)
+	}
+	// And the other way: the server's container reaches the bridge's
+	// gateway and sees the client gone.
+	routes := n.ok("exec", server, "ip", "route")
+	if !strings.Contains(routes, "default via") {
+		t.Errorf("no default route in the container:\n%s", routes)
+	}
+	addrs := n.ok("exec", server, "ip", "-o", "-4", "addr", "show", "eth0")
+	if !strings.Contains(addrs, ip+"/") {
+		t.Errorf("eth0 in the container lacks %s:\n%s", ip, addrs)
+	}
+	n.ok("rm", "-f", server)
+}
+
+func TestNetworkDNSConfig(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	out := n.ok(append(append([]string{"run", "--rm", "--dns", "192.0.2.53", "--add-host", "vzpeer:192.0.2.7"}, vzOnBridge...), img,
+		"sh", "-c", "cat /etc/resolv.conf /etc/hosts")...)
+	for _, want := range []string{"nameserver 192.0.2.53", "192.0.2.7", "vzpeer"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("%q missing from the guest's resolv.conf/hosts:\n%s", want, out)
+		}
+	}
+}
+
+func TestNetworkNoneIsLoopbackOnly(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	out := n.ok(append(append([]string{"run", "--rm"}, vzRuntime...), img, "ip", "-o", "addr")...)
+	var ifaces []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			ifaces = append(ifaces, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	for _, i := range ifaces {
+		if i != "lo" {
+			t.Errorf("--network none: interface %s has an address:\n%s", i, out)
+		}
+	}
+	if len(ifaces) == 0 {
+		t.Errorf("--network none: not even loopback:\n%s", out)
+	}
+}
+
+// linksNamed lists the host's network interfaces whose name starts with
+// prefix.
+func linksNamed(prefix string) []string {
+	ents, _ := os.ReadDir("/sys/class/net")
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func containerdLogTail(c *ctrd) string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "level=error") || strings.Contains(l, "level=warn") {
+			keep = append(keep, l)
+		}
+	}
+	return lastN(strings.Join(keep, "\n"), 20)
+}
+
+// hostNetNS is a network namespace made the way CRI or BuildKit make one
+// before they call the runtime: a veth pair, one end in the namespace
+// with an address and a default route, the other on the host.
+type hostNetNS struct {
+	name, path, hostIf string
+	hostIP, nsIP       string
+}
+
+func newHostNetNS(t *testing.T) *hostNetNS {
+	t.Helper()
+	n := os.Getpid()%200 + 20
+	h := &hostNetNS{
+		name: fmt.Sprintf("vzt%d", os.Getpid()), hostIf: fmt.Sprintf("vzh%d", os.Getpid()),
+		hostIP: fmt.Sprintf("10.213.%d.1", n), nsIP: fmt.Sprintf("10.213.%d.2", n),
+	}
+	h.path = "/var/run/netns/" + h.name
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	sh("ip", "netns", "add", h.name)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", h.name).Run()
+		_ = exec.Command("ip", "link", "del", h.hostIf).Run()
+	})
+	sh("ip", "link", "add", h.hostIf, "type", "veth", "peer", "name", "eth0", "netns", h.name)
+	sh("ip", "addr", "add", h.hostIP+"/24", "dev", h.hostIf)
+	sh("ip", "link", "set", h.hostIf, "up")
+	sh("ip", "-n", h.name, "link", "set", "eth0", "mtu", "1400")
+	sh("ip", "-n", h.name, "addr", "add", h.nsIP+"/24", "dev", "eth0")
+	sh("ip", "-n", h.name, "link", "set", "eth0", "up")
+	sh("ip", "-n", h.name, "route", "add", "default", "via", h.hostIP)
+	return h
+}
+
+func (h *hostNetNS) tc(t *testing.T) string {
+	out, _ := exec.Command("ip", "netns", "exec", h.name, "tc", "qdisc", "show", "dev", "eth0").CombinedOutput()
+	return string(out)
+}
+
+func (h *hostNetNS) links(t *testing.T) string {
+	out, _ := exec.Command("ip", "-n", h.name, "-o", "link").CombinedOutput()
+	return string(out)
+}
+
+// A namespace given by path (CRI, BuildKit) is joined as it is, and what
+// vzrun adds to it goes on delete, also after kill -9 of the monitor.
+func TestNetworkNamespacePath(t *testing.T) {
+	v := newVZ(t)
+	h := newHostNetNS(t)
+	b := newBundle(t, "sh", "-c", "ip -o link show eth0; ip -o addr show eth0; ip route; exec httpd -f -p 8080 -h /www")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: h.path})
+	b.save(t)
+	if err := os.MkdirAll(filepath.Join(b.rootfs(), "www"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(b.rootfs(), "www", "index.html"), "hello over the veth\n")
+	id := uniqueID(t)
+	out := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := v.cmd("run", "--detach", "--bundle", b.Dir, id)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out)
+		t.Fatalf("vzrun run --detach: %v: %s", err, b)
+	}
+	f.Close()
+	if got := httpGet(t, h.nsIP+":8080"); !strings.Contains(got, "hello over the veth") {
+		t.Errorf("GET from the host: %q", got)
+	}
+	said, _ := os.ReadFile(out)
+	for _, want := range []string{h.nsIP + "/24", "mtu 1400", "default via " + h.hostIP} {
+		if !strings.Contains(string(said), want) {
+			t.Errorf("guest network lacks %q:\n%s", want, said)
+		}
+	}
+	if tc := h.tc(t); !strings.Contains(tc, "ingress") {
+		t.Errorf("no redirect on the namespace's eth0:\n%s", tc)
+	}
+	// kill -9 of the monitor: delete still removes the redirect.
+	var st struct{ Pid int }
+	if err := json.Unmarshal([]byte(v.runOK("state", id).stdout), &st); err != nil || st.Pid <= 0 {
+		t.Fatalf("state: %v %+v", err, st)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(v.runOK("state", id).stdout, `"stopped"`) })
+	v.runOK("delete", id)
+	if tc := h.tc(t); strings.Contains(tc, "ingress") {
+		t.Errorf("redirect left on the namespace's eth0:\n%s", tc)
+	}
+	waitFor(t, 10*time.Second, func() bool { return !strings.Contains(h.links(t), "vztap") })
+}
