@@ -114,9 +114,10 @@ conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (abou
 	VZRUN=$(BIN)/vzrun OUT=$(OUT) test/conformance/run.sh
 
 .PHONY: bench
-bench: all ## vzrun next to runc on this machine (median, p95, ratio)
+bench: all test-deps ## vzrun next to runc on this machine (median, p95, ratio)
 	VZRUN=$(BIN)/vzrun test/bench/run.sh
 	VZRUN=$(BIN)/vzrun test/bench/network.sh
+	VZRUN_BIN=$(BIN) CONTAINERD_BIN=$(CONTAINERD_BIN) NERDCTL=$(NERDCTL_BIN)/nerdctl test/bench/nerdctl.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

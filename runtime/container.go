@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
 )
 
 // Container is a container whose VM this process owns: the monitor of a
@@ -179,5 +180,35 @@ func (c *Container) Stop(ctx context.Context) error {
 			return fmt.Errorf("syncing the rootfs of %s back: %w", c.ID, err)
 		}
 	}
+	return nil
+}
+
+// Update applies new linux.resources (JSON) to the container's cgroup in
+// the guest, and sizes the VM's memory to a new memory limit plus the
+// agent's headroom through the balloon: down to give memory back to the
+// host, up again to at most what the VM booted with (-M microvm has no
+// memory hotplug, so a VM never grows past its boot size).
+func (c *Container) Update(ctx context.Context, resources []byte) error {
+	if _, err := c.Agent.Update(ctx, &api.UpdateRequest{ContainerId: c.ID, Resources: resources}); err != nil {
+		return errgrpc.ToNative(err)
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(resources, &r); err != nil || r.Memory == nil || r.Memory.Limit == nil || c.sb == nil {
+		return nil
+	}
+	b, ok := c.sb.VM.(hypervisor.Ballooner)
+	if !ok {
+		return nil
+	}
+	boot := c.plan.cfg.MemoryMiB
+	target := boot
+	if l := *r.Memory.Limit; l > 0 {
+		target = min(boot, int(l>>20)+agentHeadroomMiB)
+	}
+	set, err := b.SetMemory(ctx, target)
+	if err != nil {
+		return fmt.Errorf("resizing the memory of %s: %w", c.ID, err)
+	}
+	log.G(ctx).WithFields(log.Fields{"id": c.ID, "memory_mib": set, "boot_mib": boot}).Debug("balloon")
 	return nil
 }

@@ -123,6 +123,6 @@ func (p *proxy) Pids(ctx context.Context, req *api.PidsRequest) (resp *api.PidsR
 }
 
 func (p *proxy) Update(ctx context.Context, req *api.UpdateRequest) (resp *api.Empty, err error) {
-	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Update(ctx, req); return err })
-	return resp, err
+	err = p.withVCPUs(ctx, func() error { return p.m.c.Update(ctx, req.Resources) })
+	return &api.Empty{}, err
 }

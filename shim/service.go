@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,6 +37,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/internal/sockpath"
 	vzruntime "github.com/vzrun/vzrun/runtime"
 )
 
@@ -66,12 +71,18 @@ type service struct {
 	publisher shim.Publisher
 	sd        shutdown.Service
 
-	mu     sync.Mutex
-	c      *vzruntime.Container
-	bundle string
-	init   *process
-	execs  map[string]*process
-	paused bool
+	mu      sync.Mutex
+	c       *vzruntime.Container
+	bundle  string
+	init    *process
+	execs   map[string]*process
+	paused  bool
+	metrics *http.Server
+
+	// vmMu keeps Delete from stopping the VM while its host processes
+	// are read; destroyed says it has.
+	vmMu      sync.RWMutex
+	destroyed bool
 }
 
 var _ taskAPI.TTRPCTaskService = (*service)(nil)
@@ -140,6 +151,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, err
 	}
 	s.init = p
+	s.metrics = serveMetrics(ctx, c.Dir.File(MetricsSocket), ns, r.ID, s.footprint)
 	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -328,9 +340,18 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 		return &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
 	}
 	s.mu.Lock()
-	c := s.c
+	c, metrics := s.c, s.metrics
+	s.metrics = nil
 	s.mu.Unlock()
+	if metrics != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = metrics.Shutdown(sctx)
+		cancel()
+	}
+	s.vmMu.Lock()
 	c.Destroy(ctx)
+	s.destroyed = true
+	s.vmMu.Unlock()
 	// Poststop hooks (nerdctl's releases the container's network) run
 	// while this process, and so its network namespace, still exists.
 	if err := c.RunHooks(ctx, "poststop"); err != nil {
@@ -406,20 +427,39 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAP
 	}, nil
 }
 
+// Pids lists the host processes that make up the container: its VM's VMM
+// (QEMU) and helpers (virtiofsd), so that `nerdctl top` and `ctr task ps`,
+// which look the pids up in the host's /proc, show real processes and their
+// memory. The container's own processes are in the guest, where their pids
+// name nothing on the host; `nerdctl exec ID ps` lists them. The shim, the
+// task's pid, is not listed, as the runc shim is not for runc containers.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.PidsResponse, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
 	if _, err := s.process(r.ID, ""); err != nil {
 		return nil, err
 	}
-	resp, err := s.c.Agent.Pids(ctx, &api.PidsRequest{ContainerId: r.ID})
+	procs, err := s.footprint()
 	if err != nil {
-		return nil, errgrpc.ToNative(err)
+		return nil, err
 	}
 	out := &taskAPI.PidsResponse{}
-	for _, pid := range resp.Pids {
-		out.Processes = append(out.Processes, &task.ProcessInfo{Pid: pid})
+	for _, p := range procs {
+		out.Processes = append(out.Processes, &task.ProcessInfo{Pid: uint32(p.Pid)})
 	}
 	return out, nil
+}
+
+// footprint reads the VM's host processes; none once the VM is destroyed.
+func (s *service) footprint() ([]vzruntime.HostProcess, error) {
+	s.vmMu.RLock()
+	defer s.vmMu.RUnlock()
+	s.mu.Lock()
+	c := s.c
+	s.mu.Unlock()
+	if c == nil || s.destroyed {
+		return nil, nil
+	}
+	return c.HostProcesses()
 }
 
 func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *ptypes.Empty, retErr error) {
@@ -503,8 +543,7 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *
 	if r.Resources == nil {
 		return &ptypes.Empty{}, nil
 	}
-	_, err := s.c.Agent.Update(ctx, &api.UpdateRequest{ContainerId: r.ID, Resources: r.Resources.GetValue()})
-	return &ptypes.Empty{}, errgrpc.ToNative(err)
+	return &ptypes.Empty{}, s.c.Update(ctx, r.Resources.GetValue())
 }
 
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.WaitResponse, retErr error) {
@@ -558,4 +597,71 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 	}
 	s.sd.Shutdown()
 	return &ptypes.Empty{}, nil
+}
+
+// MetricsSocket is the unix socket in a container's state dir
+// (StateRoot/NAMESPACE/ID/metrics.sock) on which its shim serves, at
+// /metrics in Prometheus' text format, what the container costs the host:
+// memory and CPU time of the VM's host processes and of the shim.
+const MetricsSocket = "metrics.sock"
+
+// roleShim marks the shim itself among the host processes in the metrics.
+const roleShim = "shim"
+
+// serveMetrics serves the footprint metrics on path until the returned
+// server is shut down; nil if it cannot listen (that is not fatal).
+func serveMetrics(ctx context.Context, path, ns, id string, footprint func() ([]vzruntime.HostProcess, error)) *http.Server {
+	l, err := sockpath.Listen(path)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("listening for footprint metrics")
+		return nil
+	}
+	// The socket goes with the state dir; the name it was bound by may be
+	// a /proc/self/fd path that means another directory by the time the
+	// listener closes.
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		procs, err := footprint()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if shim, err := vzruntime.ProcessFootprint(os.Getpid(), roleShim); err == nil {
+			procs = append(procs, shim)
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		writeMetrics(w, ns, id, procs)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return srv
+}
+
+// writeMetrics writes one gauge or counter per host process and figure.
+func writeMetrics(w io.Writer, ns, id string, procs []vzruntime.HostProcess) {
+	for _, m := range []struct {
+		name, typ, help string
+		value           func(vzruntime.HostProcess) string
+	}{
+		{"vzrun_process_resident_memory_bytes", "gauge", "Resident set size (RSS) of a host process of the container.",
+			func(p vzruntime.HostProcess) string { return strconv.FormatUint(p.RSS, 10) }},
+		{"vzrun_process_proportional_memory_bytes", "gauge", "Proportional set size (PSS) of a host process of the container: shared pages divided among the processes that map them.",
+			func(p vzruntime.HostProcess) string { return strconv.FormatUint(p.PSS, 10) }},
+		{"vzrun_process_cpu_seconds_total", "counter", "User and system CPU time of a host process of the container.",
+			func(p vzruntime.HostProcess) string { return strconv.FormatFloat(p.CPUSeconds, 'f', -1, 64) }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.typ)
+		for _, p := range procs {
+			fmt.Fprintf(w, "%s{namespace=%s,container_id=%s,role=%s,pid=\"%d\",comm=%s} %s\n", m.name,
+				labelValue(ns), labelValue(id), labelValue(p.Role), p.Pid, labelValue(p.Comm), m.value(p))
+		}
+	}
+}
+
+// labelValue quotes a Prometheus label value.
+func labelValue(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
 }

@@ -157,6 +157,14 @@ type Pauser interface {
 	Resume(ctx context.Context) error
 }
 
+// Ballooner is a VM whose memory can be given back to the host and taken
+// again, within the size it booted with, through a memory balloon.
+type Ballooner interface {
+	// SetMemory asks the guest to make do with mib MiB; it returns the
+	// target set (capped to the boot size).
+	SetMemory(ctx context.Context, mib int) (int, error)
+}
+
 // Timings of one VM's start, measured on the host.
 type Timings struct {
 	// Launched is when the VMM process was started.

@@ -399,7 +399,20 @@ func TestPauseResumeUpdateEvents(t *testing.T) {
 	v.runOK("resume", id)
 	waitFor(t, 30*time.Second, func() bool { return count() > before })
 
+	memTotal := func() int {
+		var kb int
+		out := v.runOK("exec", id, "grep", "MemTotal", "/proc/meminfo").stdout
+		fmt.Sscanf(strings.TrimPrefix(out, "MemTotal:"), "%d", &kb)
+		return kb >> 10
+	}
+	bootMiB := memTotal()
 	v.runOK("update", "--memory", "64m", "--pids-limit", "50", id)
+	// The balloon gives all but the limit and the agent's headroom back
+	// to the host (the guest sees less memory), and takes it again.
+	waitFor(t, 30*time.Second, func() bool { return memTotal() < 64+128+16 })
+	v.runOK("update", "--memory", "4g", id)
+	waitFor(t, 30*time.Second, func() bool { return memTotal() >= bootMiB-8 })
+	v.runOK("update", "--memory", "64m", id)
 	r := v.runOK("exec", id, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max")
 	if r.stdout != "67108864\n50\n" {
 		t.Errorf("cgroup limits after update: %q", r.stdout)

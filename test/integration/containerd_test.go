@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	vzshim "github.com/vzrun/vzrun/shim"
 )
 
 // containerdBin finds the pinned containerd and ctr that `make test-deps`
@@ -57,7 +59,9 @@ func startContainerd(t *testing.T) *ctrd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &ctrd{t: t, dir: dir, bin: bin, ns: "vzrun-test"}
+	// A namespace of its own keeps the shim's state (StateRoot/NAMESPACE)
+	// apart from other runs on the machine, and tells what this one left.
+	c := &ctrd{t: t, dir: dir, bin: bin, ns: "vzrun-test-" + strings.TrimPrefix(filepath.Base(dir), "vzrun-ctrd-")}
 	config := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
@@ -138,11 +142,19 @@ func (c *ctrd) stop() {
 		<-done
 	}
 	c.logs.Close()
-	if procs := processesMentioning("containerd-shim-vz-v2"); len(procs) > 0 {
-		c.t.Errorf("shims left behind: %v", procs)
-	}
+	// This containerd's shims name its socket (-address), so the machine's
+	// other containerds and builds are not taken for ours.
 	if procs := processesMentioning(filepath.Join(c.dir, "")); len(procs) > 0 {
-		c.t.Errorf("processes left behind: %v", procs)
+		c.t.Errorf("processes (shims, virtiofsd) left behind: %v", procs)
+	}
+	// QEMU names its state dir on its command line; virtiofsd names c.dir.
+	state := filepath.Join(vzshim.StateRoot, c.ns)
+	if procs := processesMentioning(state + "/"); len(procs) > 0 {
+		c.t.Errorf("VMs left behind: %v", procs)
+	}
+	if err := os.Remove(state); err != nil && !os.IsNotExist(err) {
+		left, _ := os.ReadDir(state)
+		c.t.Errorf("shim state left behind in %s: %v", state, left)
 	}
 	_ = exec.Command("umount", "-R", filepath.Join(c.dir, "root")).Run()
 	if c.t.Failed() {

@@ -2,17 +2,24 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/console"
+
+	"github.com/vzrun/vzrun/internal/sockpath"
+	vzshim "github.com/vzrun/vzrun/shim"
 )
 
 // nerdctl drives the pinned nerdctl (make test-deps) against a private
@@ -181,10 +188,27 @@ func TestNerdctlRunInteractiveTerminal(t *testing.T) {
 	slave.Close()
 	var out syncBuffer
 	go func() { _, _ = io.Copy(&out, master) }()
+	// What is typed reaches the shell, and the size set before the start
+	// reaches the guest's pty.
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(out.String(), "40 120") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no answer from the container's terminal: %q", out.String())
+		}
+		master.Write([]byte("stty size\r"))
+		time.Sleep(500 * time.Millisecond)
+	}
+	master.Write([]byte("echo typed-$((6*7))\r"))
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "typed-42") })
+	// A window-size change: the kernel sends nerdctl SIGWINCH, nerdctl
+	// resizes the task, the shim the guest's pty.
+	if err := master.Resize(console.WinSize{Height: 50, Width: 132}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "50 132") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new window size did not reach the guest: %q", out.String())
 		}
 		master.Write([]byte("stty size\r"))
 		time.Sleep(500 * time.Millisecond)
@@ -204,4 +228,150 @@ func TestNerdctlRunInteractiveTerminal(t *testing.T) {
 	if !strings.Contains(out.String(), "/dev/pts/") {
 		t.Errorf("terminal output %q: want a pts", out.String())
 	}
+}
+
+// TestNerdctlTopShowsTheVM checks that the task's pids are the VM's host
+// processes (QEMU, virtiofsd), so `nerdctl top` shows them with their
+// memory, that `ctr task ps` lists the same, and that the shim's metrics
+// socket reports their footprint.
+func TestNerdctlTopShowsTheVM(t *testing.T) {
+	n, img := startNerdctl(t)
+	id := strings.TrimSpace(n.ok(append(append([]string{"run", "-d", "--name", "web"}, vzRuntime...), img, "sleep", "3600")...))
+	top := n.ok("top", "web", "-o", "pid,rss,comm")
+	var vmmPid, vmmRSS uint64 // RSS in KiB
+	var fsds int
+	for _, line := range strings.Split(strings.TrimSpace(top), "\n")[1:] {
+		var pid, rss uint64
+		var comm string
+		if _, err := fmt.Sscan(line, &pid, &rss, &comm); err != nil {
+			t.Fatalf("top: %q: %v", line, err)
+		}
+		switch comm {
+		case "qemu-system-x86":
+			vmmPid, vmmRSS = pid, rss
+		case "virtiofsd":
+			fsds++
+		default:
+			t.Errorf("top lists %q, not a process of the VM:\n%s", line, top)
+		}
+	}
+	if vmmPid == 0 || fsds == 0 {
+		t.Errorf("top: want QEMU and virtiofsd:\n%s", top)
+	}
+	if vmmRSS < 16<<10 {
+		t.Errorf("top: QEMU's RSS %d KiB, want at least 16 MiB:\n%s", vmmRSS, top)
+	}
+	ps := n.c.ctrOK("task", "ps", id)
+	if !strings.Contains(ps, fmt.Sprintf("\n%d ", vmmPid)) {
+		t.Errorf("ctr task ps does not list QEMU (%d):\n%s", vmmPid, ps)
+	}
+
+	metrics := footprintMetrics(t, n.c.ns, id)
+	var vmmBytes, shimBytes uint64
+	for _, line := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(line, "vzrun_process_resident_memory_bytes{") {
+			continue
+		}
+		var v uint64
+		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+		switch {
+		case strings.Contains(line, `role="vmm"`) && strings.Contains(line, fmt.Sprintf(`pid="%d"`, vmmPid)):
+			vmmBytes = v
+		case strings.Contains(line, `role="shim"`):
+			shimBytes = v
+		}
+	}
+	if vmmBytes < 16<<20 || shimBytes == 0 {
+		t.Errorf("metrics: QEMU RSS %d, shim RSS %d:\n%s", vmmBytes, shimBytes, metrics)
+	}
+	for _, m := range []string{"vzrun_process_proportional_memory_bytes{", "vzrun_process_cpu_seconds_total{"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("metrics: no %s:\n%s", m, metrics)
+		}
+	}
+	n.ok("rm", "-f", "web")
+	if _, err := os.Stat(filepath.Join(vzshim.StateRoot, n.c.ns, id)); !os.IsNotExist(err) {
+		t.Errorf("state dir (and metrics socket) left after rm: %v", err)
+	}
+}
+
+// footprintMetrics reads the shim's metrics socket of a container.
+func footprintMetrics(t *testing.T, ns, id string) string {
+	t.Helper()
+	path := filepath.Join(vzshim.StateRoot, ns, id, vzshim.MetricsSocket)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return sockpath.Dial(path) },
+	}, Timeout: 30 * time.Second}
+	resp, err := client.Get("http://vzrun/metrics")
+	if err != nil {
+		t.Fatalf("metrics socket %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics: %s %v: %s", resp.Status, err, b)
+	}
+	return string(b)
+}
+
+// TestNerdctlStatsFollowLoad checks that `stats --no-stream` reads the
+// container's own figures: CPU and memory grow when it burns CPU and fills
+// memory.
+func TestNerdctlStatsFollowLoad(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "load"}, vzRuntime...), img, "sleep", "3600")...)
+	sample := func() (cpu float64, mem uint64) {
+		t.Helper()
+		out := n.ok("stats", "--no-stream", "--format", "{{.CPUPerc}} {{.MemUsage}}", "load")
+		var cpuS, memS string
+		fmt.Sscan(out, &cpuS, &memS)
+		cpu, err := strconv.ParseFloat(strings.TrimSuffix(cpuS, "%"), 64)
+		if err != nil {
+			t.Fatalf("stats: %q: %v", out, err)
+		}
+		return cpu, parseSize(t, memS)
+	}
+	time.Sleep(2 * time.Second)
+	idleCPU, idleMem := sample()
+	t.Logf("idle: CPU %.1f%%, memory %d KiB", idleCPU, idleMem>>10)
+
+	n.ok("exec", "-d", "load", "sh", "-c", "while :; do :; done")
+	n.ok("exec", "load", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48")
+	var busyCPU float64
+	var busyMem uint64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		busyCPU, busyMem = sample()
+		if busyCPU > idleCPU+30 || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("busy: CPU %.1f%%, memory %d KiB", busyCPU, busyMem>>10)
+	if busyCPU < idleCPU+30 {
+		t.Errorf("CPU %.1f%% idle, %.1f%% with a busy loop", idleCPU, busyCPU)
+	}
+	if busyMem < idleMem+40<<20 {
+		t.Errorf("memory %d KiB idle, %d KiB after filling 48 MiB of /dev/shm", idleMem>>10, busyMem>>10)
+	}
+	n.ok("rm", "-f", "load")
+}
+
+// parseSize reads a size as nerdctl prints it: 1.5MiB, 812KiB, 0B.
+func parseSize(t *testing.T, s string) uint64 {
+	t.Helper()
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}}
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			v, err := strconv.ParseFloat(strings.TrimSuffix(s, u.suffix), 64)
+			if err != nil {
+				break
+			}
+			return uint64(v * u.mult)
+		}
+	}
+	t.Fatalf("size %q", s)
+	return 0
 }

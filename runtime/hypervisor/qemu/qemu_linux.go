@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -48,8 +49,9 @@ type vm struct {
 }
 
 var (
-	_ hypervisor.VM     = (*vm)(nil)
-	_ hypervisor.Pauser = (*vm)(nil)
+	_ hypervisor.VM        = (*vm)(nil)
+	_ hypervisor.Pauser    = (*vm)(nil)
+	_ hypervisor.Ballooner = (*vm)(nil)
 )
 
 // New returns a VM for cfg; nothing runs until Start.
@@ -277,6 +279,10 @@ func (v *vm) args() []string {
 		"-device", "virtio-serial-device",
 		"-device", "virtserialport,chardev=agent,name=" + api.PortName,
 		"-device", "virtio-rng-device",
+		// A traditional balloon (update shrinks and grows the VM within
+		// its boot size); free page reporting hands pages the guest
+		// frees back to the host, so QEMU's RSS follows the guest's use.
+		"-device", "virtio-balloon-device,free-page-reporting=on",
 		"-qmp", "unix:qmp.sock,server=on,wait=off",
 	}
 	for i, s := range c.Shares {
@@ -424,11 +430,16 @@ func (v *vm) Pid() int {
 
 func (v *vm) Accel() string                    { return v.accel }
 func (v *vm) Timings() hypervisor.Timings      { return v.timings }
-func (v *vm) Pause(ctx context.Context) error  { return v.qmp(ctx, "stop") }
-func (v *vm) Resume(ctx context.Context) error { return v.qmp(ctx, "cont") }
+func (v *vm) Pause(ctx context.Context) error  { return v.qmp(ctx, "stop", nil) }
+func (v *vm) Resume(ctx context.Context) error { return v.qmp(ctx, "cont", nil) }
 
-// qmp runs one argument-less QMP command.
-func (v *vm) qmp(ctx context.Context, command string) error {
+func (v *vm) SetMemory(ctx context.Context, mib int) (int, error) {
+	mib = min(max(mib, 64), v.cfg.MemoryMiB)
+	return mib, v.qmp(ctx, "balloon", map[string]any{"value": int64(mib) << 20})
+}
+
+// qmp runs one QMP command.
+func (v *vm) qmp(ctx context.Context, command string, args map[string]any) error {
 	c, err := sockpath.Dial(v.path("qmp.sock"))
 	if err != nil {
 		return fmt.Errorf("qmp: %w", err)
@@ -440,7 +451,15 @@ func (v *vm) qmp(ctx context.Context, command string) error {
 		return fmt.Errorf("qmp: %w", err)
 	}
 	for _, cmd := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
+		msg := map[string]any{"execute": cmd}
+		if cmd == command && args != nil {
+			msg["arguments"] = args
+		}
+		b, err := json.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("qmp %s: %w", cmd, err)
 		}
 		for {
