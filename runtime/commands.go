@@ -148,20 +148,23 @@ func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResourc
 	})
 }
 
-// Pids lists the container's processes (guest pids).
+// Pids lists the container's host processes, as runc's ps lists its
+// container's: the process that owns the VM (the monitor, a foreground
+// run, or the containerd shim), the VMM and its helpers (virtiofsd). The
+// container's own processes run in the guest, where their pids name
+// nothing on the host (`vzrun exec ID ps` lists them). Unlike the
+// commands served by the monitor, it reads the host only, so it works for
+// any owner.
 func (r *Runtime) Pids(ctx context.Context, id string) ([]int, error) {
-	var pids []int
-	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
-		resp, err := c.Pids(ctx, &api.PidsRequest{ContainerId: id})
-		if err != nil {
-			return err
-		}
-		for _, p := range resp.Pids {
-			pids = append(pids, int(p))
-		}
-		return nil
-	})
-	return pids, err
+	dir, st, err := r.open(id)
+	if err != nil {
+		return nil, err
+	}
+	dir.Unlock()
+	if st.Status == StatusStopped {
+		return nil, fmt.Errorf("container %s is stopped: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return ownedPids(st.Pid, st.VMMPid, dir.Path), nil
 }
 
 // Stats reads the container's cgroup in the guest, in runc's events form.

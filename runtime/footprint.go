@@ -101,6 +101,25 @@ func vmProcesses(vmm int, stateDir string, shares []string) ([]HostProcess, erro
 	return out, nil
 }
 
+// ownedPids lists the owner of a VM, its VMM (vmm, 0 while the VM boots)
+// and the VMM's helpers: the host processes of a container whose state
+// dir names them. A vmm that is not the owner's child is a recycled pid
+// and left out; one that is the owner runs the VM in process (macOS).
+func ownedPids(owner, vmm int, stateDir string) []int {
+	pids := []int{owner}
+	if vmm <= 0 || vmm == owner {
+		return pids
+	}
+	if st, err := readProcStat(vmm); err == nil && st.ppid != owner {
+		return pids
+	}
+	procs, _ := vmProcesses(vmm, stateDir, nil)
+	for _, p := range procs {
+		pids = append(pids, p.Pid)
+	}
+	return pids
+}
+
 // ProcessFootprint reads what one host process costs, for processes that
 // are not part of a VM (the shim that owns it).
 func ProcessFootprint(pid int, role string) (HostProcess, error) {

@@ -2,6 +2,8 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +20,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	vzruntime "github.com/vzrun/vzrun/runtime"
 )
@@ -27,6 +31,146 @@ const RuntimeName = "io.containerd.vz.v2"
 
 // StateRoot holds the shim's containers, one directory per namespace.
 var StateRoot = "/run/vzrun/containerd"
+
+// Run is the shim binary's main. containerd 2.3 and later start a shim
+// through pkg/shim's bootstrap protocol, which pkg/shim 2.4 alone speaks;
+// a start by containerd 2.0–2.2 (the legacy protocol) is answered here,
+// everything else is pkg/shim's.
+func Run(ctx context.Context) {
+	m := NewManager(RuntimeName)
+	if cmd, ok := parseStart(os.Args[1:]); ok {
+		answered, err := cmd.run(ctx, m)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %s", m.Name(), err)
+			os.Exit(1)
+		}
+		if answered {
+			return
+		}
+	}
+	// The shim waits for its own children (QEMU, virtiofsd); containerd's
+	// implicit reaper would take their exit statuses first.
+	shim.RunShim(ctx, m, func(c *shim.Config) { c.NoReaper = true })
+}
+
+// startCommand is a `start` command line, read as pkg/shim reads it (same
+// flags, its own flag set: pkg/shim defines them on the global one later).
+type startCommand struct {
+	id, namespace, address, containerd string
+	debug                              bool
+}
+
+// parseStart says whether args ask for a start, and with what.
+func parseStart(args []string) (*startCommand, bool) {
+	c := &startCommand{}
+	var info, version bool
+	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.namespace, "namespace", "", "")
+	fs.StringVar(&c.id, "id", "", "")
+	fs.StringVar(&c.address, "address", "", "")
+	fs.StringVar(&c.containerd, "publish-binary", "", "")
+	fs.BoolVar(&c.debug, "debug", false, "")
+	fs.BoolVar(&info, "info", false, "")
+	fs.BoolVar(&version, "v", false, "")
+	fs.BoolVar(&version, "version", false, "")
+	fs.String("socket", "", "")
+	fs.String("debug-socket", "", "")
+	fs.String("bundle", "", "")
+	if err := fs.Parse(args); err != nil || info || version || fs.Arg(0) != "start" {
+		return nil, false
+	}
+	return c, true
+}
+
+// maxStartInput bounds what is read from containerd on stdin.
+const maxStartInput = 10 << 20
+
+// run reads what containerd wrote on stdin. A start by containerd 2.0–2.2
+// it answers itself (answered); otherwise it hands the same bytes on to
+// pkg/shim as its stdin.
+func (c *startCommand) run(ctx context.Context, m shim.Shim) (answered bool, _ error) {
+	input, err := io.ReadAll(io.LimitReader(os.Stdin, maxStartInput))
+	if err != nil {
+		return false, fmt.Errorf("reading stdin: %w", err)
+	}
+	if params := c.legacyParams(input, os.Getenv); params != nil {
+		return true, startLegacy(ctx, m, params, os.Stdout)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return false, err
+	}
+	go func() {
+		_, _ = w.Write(input)
+		w.Close()
+	}()
+	os.Stdin = r
+	return false, nil
+}
+
+// legacyParams tells the two start protocols apart by stdin, the only
+// thing that differs (both pass the same flags and environment): containerd
+// 2.3 and later write a BootstrapParams naming this instance; 2.0–2.2 write
+// nothing, or the runtime options as a protobuf Any. For the latter it
+// returns the BootstrapParams 2.3 would have sent, made of the command line
+// and the environment (TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE); nil for the
+// former.
+func (c *startCommand) legacyParams(input []byte, getenv func(string) string) *bootapi.BootstrapParams {
+	if len(input) > 0 {
+		var p bootapi.BootstrapParams
+		// Runtime options can parse as BootstrapParams too: only the
+		// right instance and namespace make it one.
+		if proto.Unmarshal(input, &p) == nil && p.GetInstanceID() == c.id && p.GetNamespace() == c.namespace {
+			return nil
+		}
+	}
+	p := &bootapi.BootstrapParams{
+		InstanceID:             c.id,
+		Namespace:              c.namespace,
+		LogLevel:               bootapi.LogLevel_LOG_LEVEL_INFO,
+		ContainerdGrpcAddress:  c.address,
+		ContainerdTtrpcAddress: getenv("TTRPC_ADDRESS"),
+		ContainerdBinary:       c.containerd,
+	}
+	if p.Namespace == "" {
+		p.Namespace = getenv("NAMESPACE")
+	}
+	if p.ContainerdGrpcAddress == "" {
+		p.ContainerdGrpcAddress = getenv("GRPC_ADDRESS")
+	}
+	if c.debug {
+		p.LogLevel = bootapi.LogLevel_LOG_LEVEL_DEBUG
+	}
+	var opts anypb.Any
+	if len(input) > 0 && proto.Unmarshal(input, &opts) == nil && opts.GetTypeUrl() != "" {
+		_ = p.AddExtension(&opts)
+	}
+	return p
+}
+
+// legacyResult is the start reply containerd 2.0–2.2 read: JSON on stdout.
+type legacyResult struct {
+	Version  int32  `json:"version"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+}
+
+// startLegacy starts the shim server as for containerd 2.3 and writes the
+// reply in the legacy form. Those containerds put the socket in the
+// default directory (/run/containerd/s), which Start uses when the params
+// name none.
+func startLegacy(ctx context.Context, m shim.Shim, params *bootapi.BootstrapParams, out io.Writer) error {
+	if params.GetNamespace() == "" {
+		return fmt.Errorf("shim namespace cannot be empty: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx = namespaces.WithNamespace(ctx, params.GetNamespace())
+	res, err := m.Start(ctx, params)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(out).Encode(legacyResult{Version: res.GetVersion(), Address: res.GetAddress(), Protocol: res.GetProtocol()})
+}
 
 type manager struct{ name string }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -46,6 +47,16 @@ type Config struct {
 	Disks []Disk
 	// NICs are virtio-net interfaces.
 	NICs []NIC
+	// Restorable asks for the device layout a VM can be saved in as a
+	// template and restored from (see Templater): shares over virtio-9p
+	// (QEMU cannot migrate virtio-fs) in TemplateShares fixed slots, and
+	// exactly one NIC.
+	Restorable bool
+	// Template, if set, is a saved VM (Templater.SaveTemplate) to restore
+	// instead of booting; the VM must be Restorable with the same kernel,
+	// initrd, CPUs, memory and accelerator. Shares, the NIC's tap, the
+	// console log and the state dir are the new VM's own.
+	Template string
 	// Accel forces an accelerator; empty lets the backend choose.
 	Accel string
 	// ConsoleLog receives the guest console; kept after the VM stops.
@@ -115,6 +126,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("vm config: disk %s: %w", d.Serial, err)
 		}
 	}
+	if c.Restorable && (len(c.Shares) > TemplateShares || len(c.NICs) != 1 || len(c.Disks) > 0) {
+		return fmt.Errorf("vm config: a restorable vm has at most %d shares, one nic and no disks: %w", TemplateShares, errdefs.ErrInvalidArgument)
+	}
+	if c.Template != "" && !c.Restorable {
+		return fmt.Errorf("vm config: template %s for a vm that is not restorable: %w", c.Template, errdefs.ErrInvalidArgument)
+	}
 	for i, n := range c.NICs {
 		if len(n.MAC) != 6 || n.MAC[0]&1 != 0 {
 			return fmt.Errorf("vm config: nic %d: mac %q is not a unicast ethernet address: %w", i, n.MAC, errdefs.ErrInvalidArgument)
@@ -163,6 +180,23 @@ type Ballooner interface {
 	// SetMemory asks the guest to make do with mib MiB; it returns the
 	// target set (capped to the boot size).
 	SetMemory(ctx context.Context, mib int) (int, error)
+}
+
+// TemplateShares is how many shares a Restorable VM has slots for: the
+// rootfs and eight bind-mount sources.
+const TemplateShares = 9
+
+// SlotTag is the tag of a Restorable VM's share slot i: the guest learns
+// tags when it boots, so a clone keeps its template's.
+func SlotTag(i int) string { return "s" + strconv.Itoa(i) }
+
+// Templater is a backend that can save a booted VM as a template: a VM
+// booted once to the agent's greeting and frozen, which VMs restore from
+// in a fraction of a boot, sharing its memory copy-on-write.
+type Templater interface {
+	// SaveTemplate boots a Restorable VM from cfg, saves it in dir once
+	// the agent has greeted and stops it.
+	SaveTemplate(ctx context.Context, cfg Config, dir string) error
 }
 
 // Timings of one VM's start, measured on the host.

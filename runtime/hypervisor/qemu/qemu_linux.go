@@ -37,6 +37,7 @@ var BootTimeout = 60 * time.Second
 type vm struct {
 	cfg   hypervisor.Config
 	accel string
+	guest guest
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -65,15 +66,19 @@ func New(cfg hypervisor.Config) (hypervisor.VM, error) {
 	if cfg.Accel == hypervisor.AccelHVF {
 		return nil, fmt.Errorf("accelerator hvf is macOS only")
 	}
-	if _, err := exec.LookPath(QEMUBinary); err != nil {
-		return nil, fmt.Errorf("%s not found (apt-get install qemu-system-x86): %w", QEMUBinary, err)
+	g, err := guestFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := exec.LookPath(g.binary); err != nil {
+		return nil, fmt.Errorf("%s not found (apt-get install %s): %w", g.binary, g.pkgHint, err)
 	}
 	if len(cfg.Shares) > 0 {
 		if _, err := os.Stat(VirtiofsdBinary); err != nil {
 			return nil, fmt.Errorf("virtiofsd: %w", err)
 		}
 	}
-	return &vm{cfg: cfg, accel: cfg.Accel, done: make(chan struct{})}, nil
+	return &vm{cfg: cfg, accel: cfg.Accel, guest: g, done: make(chan struct{})}, nil
 }
 
 func (v *vm) path(name string) string { return filepath.Join(v.cfg.StateDir, name) }
@@ -91,7 +96,7 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	}
 	args := v.args()
 	log.G(ctx).WithField("id", v.cfg.ID).Debugf("qemu %s", strings.Join(args, " "))
-	cmd := exec.Command(QEMUBinary, args...)
+	cmd := exec.Command(v.guest.binary, args...)
 	// Sockets are named relative to the state dir: its path may be too
 	// long for a unix socket.
 	cmd.Dir = v.cfg.StateDir
@@ -113,7 +118,7 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	v.timings.Launched = time.Now()
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", QEMUBinary, err)
+		return fmt.Errorf("starting %s: %w", v.guest.binary, err)
 	}
 	v.mu.Lock()
 	v.cmd = cmd
@@ -260,6 +265,9 @@ func (v *vm) args() []string {
 	if khz := tscKHz(); khz > 0 {
 		// Without it, TCG guests often hang calibrating the TSC.
 		cmdline = append(cmdline, "tsc_early_khz="+strconv.Itoa(khz))
+	}
+	if v.guest.arch == hypervisor.ArchARM64 {
+		machine, cpu, cmdline = arm64Machine(v.accel)
 	}
 	cmdline = append(cmdline, c.KernelArgs...)
 	args := []string{

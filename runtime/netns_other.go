@@ -1,0 +1,24 @@
+//go:build !linux
+
+package runtime
+
+import (
+	"context"
+	"os/exec"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Where there are no network namespaces (macOS) the VM's network is the
+// backend's own (Virtualization.framework's NAT); nothing is joined.
+
+// StartInNetNS starts cmd as it is.
+func StartInNetNS(cmd *exec.Cmd, spec *specs.Spec) (func(), error) { return func() {}, nil }
+
+func startOnHost(cmd *exec.Cmd) error { return cmd.Start() }
+
+func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error { return nil }
+
+func (c *Container) connectNetwork(ctx context.Context) error { return nil }
+
+func disconnectNetwork(ctx context.Context, st *State) {}
