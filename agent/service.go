@@ -59,7 +59,20 @@ func NewService(exits *exitTable, startNs int64) *Service {
 	return &Service{exits: exits, startNs: startNs, containers: map[string]*container{}, shares: map[string]string{}}
 }
 
-func (s *Service) Hello(ctx context.Context, _ *api.HelloRequest) (*api.HelloResponse, error) {
+func (s *Service) Hello(ctx context.Context, req *api.HelloRequest) (*api.HelloResponse, error) {
+	// A VM restored from a template wakes with the template's clock and
+	// random state.
+	if t := req.GetHostTimeUnixNano(); t > 0 {
+		ts := unix.NsecToTimespec(t)
+		if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("setting the clock: %w", err))
+		}
+	}
+	if e := req.GetEntropy(); len(e) > 0 {
+		if err := addEntropy(e); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("reseeding the random number generator: %w", err))
+		}
+	}
 	var u unix.Utsname
 	_ = unix.Uname(&u)
 	return &api.HelloResponse{
@@ -100,7 +113,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	}
 	shares := map[string]string{}
 	for _, sh := range req.Shares {
-		mp, err := s.mountShare(sh.Tag)
+		mp, err := s.mountShare(sh.Tag, sh.FsType)
 		if err != nil {
 			return nil, err
 		}
@@ -150,8 +163,8 @@ func (s *Service) mountRootfs(c *container, r *api.Rootfs) (string, error) {
 		return "", fmt.Errorf("no rootfs: %w", errdefs.ErrInvalidArgument)
 	}
 	switch r.Type {
-	case "virtiofs":
-		mp, err := s.mountShare(r.Source)
+	case "virtiofs", "9p":
+		mp, err := s.mountShare(r.Source, r.Type)
 		if err != nil {
 			return "", err
 		}
@@ -178,9 +191,10 @@ func (s *Service) mountRootfs(c *container, r *api.Rootfs) (string, error) {
 	return "", fmt.Errorf("rootfs type %q: %w", r.Type, errdefs.ErrNotImplemented)
 }
 
-// mountShare mounts a virtio-fs tag once; containers share the mount.
-// Called with s.mu held.
-func (s *Service) mountShare(tag string) (string, error) {
+// mountShare mounts a shared directory's tag once (virtio-fs, or 9p for
+// a VM restored from a template); containers share the mount. Called with
+// s.mu held.
+func (s *Service) mountShare(tag, fsType string) (string, error) {
 	if mp, ok := s.shares[tag]; ok {
 		return mp, nil
 	}
@@ -188,8 +202,20 @@ func (s *Service) mountShare(tag string) (string, error) {
 	if err := os.MkdirAll(mp, 0o755); err != nil {
 		return "", err
 	}
-	if err := unix.Mount(tag, mp, "virtiofs", 0, ""); err != nil {
-		return "", fmt.Errorf("mounting virtio-fs %s: %w", tag, err)
+	switch fsType {
+	case "", "virtiofs":
+		if err := unix.Mount(tag, mp, "virtiofs", 0, ""); err != nil {
+			return "", fmt.Errorf("mounting virtio-fs %s: %w", tag, err)
+		}
+	case "9p":
+		// cache=mmap keeps the guest coherent with the host's view of
+		// the directory (it is shared live, as with virtio-fs).
+		opts := "trans=virtio,version=9p2000.L,msize=262144,cache=mmap,access=client,posixacl"
+		if err := unix.Mount(tag, mp, "9p", 0, opts); err != nil {
+			return "", fmt.Errorf("mounting 9p %s: %w", tag, err)
+		}
+	default:
+		return "", fmt.Errorf("share type %q: %w", fsType, errdefs.ErrNotImplemented)
 	}
 	s.shares[tag] = mp
 	return mp, nil

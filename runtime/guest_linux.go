@@ -7,6 +7,8 @@ import (
 	"github.com/vzrun/vzrun/runtime/hypervisor/qemu"
 )
 
+func init() { templater = qemu.Templater{} }
+
 func newVM(cfg hypervisor.Config) (hypervisor.VM, error) { return qemu.New(cfg) }
 
 func chooseAccel(ctx context.Context, kernel, initrd, cacheDir string) (string, string) {

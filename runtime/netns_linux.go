@@ -131,8 +131,8 @@ func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) 
 	if err != nil {
 		return fmt.Errorf("network of %s: %w", id, err)
 	}
-	p.netns, p.tap = path, tap
-	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: network.StableMAC(id), Tap: tap.File})
+	p.netns, p.tap, p.nicMAC = path, tap, network.StableMAC(id)
+	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: p.nicMAC, Tap: tap.File})
 	return nil
 }
 
@@ -173,7 +173,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 		}
 	}
 	req := &api.ConfigureNetworkRequest{ContainerId: c.ID}
-	gi := &api.Interface{Name: ifc.Name, NicMac: network.StableMAC(c.ID).String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
+	gi := &api.Interface{Name: ifc.Name, NicMac: p.nicMAC.String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
 	for _, a := range ifc.Addrs {
 		gi.Addresses = append(gi.Addresses, a.String())
 	}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,8 +52,11 @@ type containerVM struct {
 	afterStop func(context.Context) error
 	// netns is the host network namespace of the VM's NIC, and tap its
 	// tap device.
-	netns string
-	tap   *network.Tap
+	netns  string
+	tap    *network.Tap
+	nicMAC net.HardwareAddr
+	// templateErr is why no template could be saved for this VM.
+	templateErr error
 }
 
 // planVM turns a spec into a VM config in stateDir.
@@ -135,6 +139,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	if err := p.planNIC(ctx, id, spec); err != nil {
 		return nil, err
 	}
+	r.restorable(ctx, p, spec)
 	if err := p.cfg.Validate(); err != nil {
 		if p.tap != nil {
 			p.tap.Close()
@@ -169,12 +174,16 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 	}
 	client := ttrpc.NewClient(vm.AgentConn())
 	sb := &Sandbox{ID: p.cfg.ID, VM: vm, Agent: api.NewAgentClient(client), client: client}
-	hello, err := sb.Agent.Hello(ctx, &api.HelloRequest{})
+	// A restored guest takes the host's clock and fresh entropy.
+	hello, err := sb.Agent.Hello(ctx, &api.HelloRequest{HostTimeUnixNano: time.Now().UnixNano(), Entropy: entropy()})
 	if err != nil {
 		sb.Kill(ctx)
 		return nil, fmt.Errorf("greeting the agent: %w", errgrpc.ToNative(err))
 	}
 	sb.Hello = hello
+	if p.templateErr != nil {
+		log.G(ctx).WithError(p.templateErr).WithField("id", p.cfg.ID).Warn("booted cold: no vm template could be saved")
+	}
 	t := vm.Timings()
 	log.G(ctx).WithFields(log.Fields{
 		"id":          p.cfg.ID,
@@ -185,6 +194,7 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 		"vcpus":       p.cfg.CPUs,
 		"memory_mib":  p.cfg.MemoryMiB,
 		"guest":       hello.KernelRelease,
+		"template":    p.cfg.Template != "",
 	}).Debug("vm ready")
 	return sb, nil
 }

@@ -255,9 +255,12 @@ func TestNerdctlTopShowsTheVM(t *testing.T) {
 			t.Errorf("top lists %q, not a process of the VM:\n%s", line, top)
 		}
 	}
-	if vmmPid == 0 || fsds == 0 {
-		t.Errorf("top: want QEMU and virtiofsd:\n%s", top)
+	// A VM restored from a template serves its shares with QEMU's 9p;
+	// a cold-booted one has a virtiofsd per shared directory.
+	if vmmPid == 0 {
+		t.Errorf("top: want QEMU (and any virtiofsd):\n%s", top)
 	}
+	t.Logf("top: QEMU and %d virtiofsd", fsds)
 	if vmmRSS < 16<<10 {
 		t.Errorf("top: QEMU's RSS %d KiB, want at least 16 MiB:\n%s", vmmRSS, top)
 	}

@@ -64,7 +64,13 @@ func (*Empty) Descriptor() ([]byte, []int) {
 }
 
 type HelloRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host's clock, for a guest restored from a template, whose clock
+	// is the template's (0: leave the clock alone).
+	HostTimeUnixNano int64 `protobuf:"varint,1,opt,name=host_time_unix_nano,json=hostTimeUnixNano,proto3" json:"host_time_unix_nano,omitempty"`
+	// Entropy to reseed the guest's random number generator with: clones
+	// of one template would otherwise share its state.
+	Entropy       []byte `protobuf:"bytes,2,opt,name=entropy,proto3" json:"entropy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -97,6 +103,20 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HelloRequest) GetHostTimeUnixNano() int64 {
+	if x != nil {
+		return x.HostTimeUnixNano
+	}
+	return 0
+}
+
+func (x *HelloRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
 }
 
 type HelloResponse struct {
@@ -164,9 +184,10 @@ func (x *HelloResponse) GetAgentReadyNs() int64 {
 // Rootfs says where the container's root file system comes from.
 type Rootfs struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "virtiofs" (a shared directory), "ext4" or "erofs" (a block device).
+	// "virtiofs" or "9p" (a shared directory), "ext4" or "erofs" (a block
+	// device).
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	// The virtio-fs tag, or the block device's serial.
+	// The share's tag, or the block device's serial.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Mount options, e.g. "data=writeback" for ext4.
 	Options []string `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
@@ -239,10 +260,12 @@ func (x *Rootfs) GetPath() string {
 type Share struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	HostPath string                 `protobuf:"bytes,1,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"`
-	// Where the agent finds it: the virtio-fs tag plus subpath.
-	Tag           string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
-	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	IsFile        bool   `protobuf:"varint,4,opt,name=is_file,json=isFile,proto3" json:"is_file,omitempty"`
+	// Where the agent finds it: the share's tag plus subpath.
+	Tag    string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	Path   string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	IsFile bool   `protobuf:"varint,4,opt,name=is_file,json=isFile,proto3" json:"is_file,omitempty"`
+	// "virtiofs" (default) or "9p".
+	FsType        string `protobuf:"bytes,5,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +326,13 @@ func (x *Share) GetIsFile() bool {
 		return x.IsFile
 	}
 	return false
+}
+
+func (x *Share) GetFsType() string {
+	if x != nil {
+		return x.FsType
+	}
+	return ""
 }
 
 type CreateContainerRequest struct {
@@ -1691,8 +1721,10 @@ var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x18api/agent/v1/agent.proto\x12\x0evzrun.agent.v1\"\a\n" +
-	"\x05Empty\"\x0e\n" +
-	"\fHelloRequest\"\x82\x01\n" +
+	"\x05Empty\"W\n" +
+	"\fHelloRequest\x12-\n" +
+	"\x13host_time_unix_nano\x18\x01 \x01(\x03R\x10hostTimeUnixNano\x12\x18\n" +
+	"\aentropy\x18\x02 \x01(\fR\aentropy\"\x82\x01\n" +
 	"\rHelloResponse\x12%\n" +
 	"\x0ekernel_release\x18\x01 \x01(\tR\rkernelRelease\x12$\n" +
 	"\x0eagent_start_ns\x18\x02 \x01(\x03R\fagentStartNs\x12$\n" +
@@ -1701,12 +1733,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x18\n" +
 	"\aoptions\x18\x03 \x03(\tR\aoptions\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\"c\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"|\n" +
 	"\x05Share\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x17\n" +
-	"\ais_file\x18\x04 \x01(\bR\x06isFile\"\xc4\x01\n" +
+	"\ais_file\x18\x04 \x01(\bR\x06isFile\x12\x17\n" +
+	"\afs_type\x18\x05 \x01(\tR\x06fsType\"\xc4\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +

@@ -48,7 +48,11 @@ func TestGuestMachine(t *testing.T) {
 			if g.binary != tc.wantBinary {
 				t.Errorf("binary %s, want %s", g.binary, tc.wantBinary)
 			}
-			args := strings.Join((&vm{cfg: cfg, accel: tc.accel, guest: g}).args(), " ")
+			argv, err := (&vm{cfg: cfg, accel: tc.accel, guest: g}).args()
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := strings.Join(argv, " ")
 			for _, want := range tc.wantArgs {
 				if !strings.Contains(args, want) {
 					t.Errorf("args lack %q: %s", want, args)

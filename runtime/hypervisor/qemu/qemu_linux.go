@@ -38,6 +38,8 @@ type vm struct {
 	cfg   hypervisor.Config
 	accel string
 	guest guest
+	// saveDir is where SaveTemplate keeps this VM's memory.
+	saveDir string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -90,11 +92,17 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 		}
 	}()
 	for i, s := range v.cfg.Shares {
+		if v.cfg.Restorable {
+			break // shares are served by QEMU's 9p
+		}
 		if err := v.startVirtiofsd(i, s); err != nil {
 			return err
 		}
 	}
-	args := v.args()
+	args, err := v.args()
+	if err != nil {
+		return err
+	}
 	log.G(ctx).WithField("id", v.cfg.ID).Debugf("qemu %s", strings.Join(args, " "))
 	cmd := exec.Command(v.guest.binary, args...)
 	// Sockets are named relative to the state dir: its path may be too
@@ -131,17 +139,25 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 		close(v.done)
 	}()
 
-	conn, err := v.dialAgent(ctx)
+	// A restored guest greeted its template's host long ago: the clone
+	// is ready once the template's state is loaded.
+	conn, err := v.dialAgent(ctx, v.cfg.Template == "")
 	if err != nil {
 		return err
 	}
 	v.conn = conn
+	if v.cfg.Template != "" {
+		if err := v.restore(ctx); err != nil {
+			return err
+		}
+		v.timings.AgentReady = time.Now()
+	}
 	return nil
 }
 
 // dialAgent connects to the agent's chardev (QEMU waits for this before it
 // runs the guest) and reads the agent's greeting.
-func (v *vm) dialAgent(ctx context.Context) (net.Conn, error) {
+func (v *vm) dialAgent(ctx context.Context, greeting bool) (net.Conn, error) {
 	deadline := time.Now().Add(BootTimeout)
 	sock := v.path("agent.sock")
 	var conn net.Conn
@@ -163,6 +179,9 @@ func (v *vm) dialAgent(ctx context.Context) (net.Conn, error) {
 		}
 	}
 	v.timings.VMMReady = time.Now()
+	if !greeting {
+		return conn, nil
+	}
 
 	hello := make([]byte, len(api.Hello))
 	read := make(chan error, 1)
@@ -253,7 +272,7 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (v *vm) args() []string {
+func (v *vm) args() ([]string, error) {
 	c := v.cfg
 	mem := strconv.Itoa(c.MemoryMiB) + "M"
 	machine := "microvm,accel=" + v.accel + ",memory-backend=mem"
@@ -276,7 +295,7 @@ func (v *vm) args() []string {
 		"-smp", strconv.Itoa(c.CPUs),
 		"-m", mem,
 		// vhost-user (virtiofsd) needs guest memory it can map.
-		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+		"-object", v.memoryBackend(mem),
 		"-global", "virtio-mmio.force-legacy=false",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-serial", "file:" + c.ConsoleLog,
@@ -293,13 +312,26 @@ func (v *vm) args() []string {
 		"-device", "virtio-balloon-device,free-page-reporting=on",
 		"-qmp", "unix:qmp.sock,server=on,wait=off",
 	}
+	if c.Restorable {
+		more, err := v.restorableDevices()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, more...)
+	}
 	for i, s := range c.Shares {
+		if c.Restorable {
+			break
+		}
 		id := "fs" + strconv.Itoa(i)
 		args = append(args,
 			"-chardev", "socket,id="+id+",path="+id+".sock",
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag)
 	}
 	for i, n := range c.NICs {
+		if c.Restorable {
+			break
+		}
 		id := "net" + strconv.Itoa(i)
 		args = append(args,
 			"-netdev", "tap,id="+id+",fd="+strconv.Itoa(3+i),
@@ -313,7 +345,7 @@ func (v *vm) args() []string {
 		}
 		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
 	}
-	return args
+	return args, nil
 }
 
 func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
@@ -448,7 +480,7 @@ func (v *vm) SetMemory(ctx context.Context, mib int) (int, error) {
 
 // qmp runs one QMP command.
 func (v *vm) qmp(ctx context.Context, command string, args map[string]any) error {
-	c, err := sockpath.Dial(v.path("qmp.sock"))
+	c, err := v.dialQMP(ctx)
 	if err != nil {
 		return fmt.Errorf("qmp: %w", err)
 	}

@@ -1,0 +1,190 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/runtime/hypervisor"
+	"github.com/vzrun/vzrun/runtime/network"
+)
+
+// VM templates: instead of booting a kernel for every container, vzrun
+// boots one VM per (kernel, initrd, VMM, vCPUs, memory, accelerator) to
+// the agent's greeting, saves it, and restores each container's VM from
+// it, its memory shared copy-on-write with the template's. A template is
+// made the first time it is needed and kept in the cache dir under a key
+// of all its inputs, so a rebuilt kernel or initrd, another QEMU or
+// another size makes a new one. A container that a template cannot serve
+// (a block-device rootfs, more bind-mount sources than slots, the
+// annotation io.vzrun.template=false) boots cold, and says so in the log.
+
+// AnnotationTemplate set to "false" makes a container's VM boot cold.
+const AnnotationTemplate = "io.vzrun.template"
+
+// EnvTemplate set to 0 turns templates off for every container.
+const EnvTemplate = "VZRUN_TEMPLATE"
+
+// templateLayout changes when what a template holds changes.
+const templateLayout = "1"
+
+// templater saves VMs as templates; nil where the backend cannot.
+var templater hypervisor.Templater
+
+// templateNICMAC is the NIC's address in every restorable VM: the guest
+// learns it when the template boots, so every clone has it; the agent
+// gives the NIC the container's own address.
+var templateNICMAC = net.HardwareAddr{0x02, 0x76, 0x7a, 0x00, 0x00, 0x01}
+
+// useTemplate says why a container with spec cannot restore from a
+// template ("" if it can).
+func useTemplate(spec *specs.Spec, shares int) string {
+	switch {
+	case templater == nil:
+		return "the hypervisor backend has no templates"
+	case os.Getenv(EnvTemplate) == "0":
+		return EnvTemplate + "=0"
+	case spec.Annotations[AnnotationTemplate] == "false":
+		return AnnotationTemplate + "=false"
+	case spec.Annotations[AnnotationRootfs] != "" && spec.Annotations[AnnotationRootfs] != "virtiofs":
+		return "the rootfs is a block device"
+	case shares > hypervisor.TemplateShares:
+		return fmt.Sprintf("%d shared directories, more than a template's %d", shares, hypervisor.TemplateShares)
+	}
+	return ""
+}
+
+// templateKey names the template for cfg by everything it depends on.
+func templateKey(cfg hypervisor.Config) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "layout=%s cpus=%d mem=%d accel=%s api=%s\n", templateLayout, cfg.CPUs, cfg.MemoryMiB, cfg.Accel, api.Hello)
+	vmm, _ := exec.LookPath("qemu-system-x86_64")
+	for _, f := range []string{cfg.Kernel, cfg.Initrd, vmm} {
+		if f == "" {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		var st unix.Stat_t
+		_ = unix.Stat(f, &st)
+		fmt.Fprintf(h, "%s %d %d %d\n", f, fi.Size(), fi.ModTime().UnixNano(), st.Ino)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// template returns the directory of the template for cfg, saving one
+// first if there is none. Concurrent callers wait for one to save it.
+func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, error) {
+	key, err := templateKey(cfg)
+	if err != nil {
+		return "", err
+	}
+	root := filepath.Join(r.cacheDir(), "templates")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, key)
+	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+		return dir, nil
+	}
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+		return dir, nil
+	}
+	t0 := time.Now()
+	tmp, err := os.MkdirTemp(root, key+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	tap, err := network.NewTap(network.TapName)
+	if err != nil {
+		return "", err
+	}
+	defer tap.Close()
+	tcfg := cfg
+	tcfg.ID, tcfg.StateDir, tcfg.ConsoleLog = "template-"+key, tmp, filepath.Join(tmp, "console.log")
+	tcfg.Shares, tcfg.Disks, tcfg.Template = nil, nil, ""
+	tcfg.NICs = []hypervisor.NIC{{MAC: templateNICMAC, Tap: tap.File}}
+	tcfg.Restorable = true
+	if err := templater.SaveTemplate(ctx, tcfg, tmp); err != nil {
+		return "", fmt.Errorf("saving template %s: %w", key, err)
+	}
+	for _, f := range []string{"agent.sock", "qmp.sock", "empty"} {
+		_ = os.RemoveAll(filepath.Join(tmp, f))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	log.G(ctx).WithFields(log.Fields{"template": dir, "took": time.Since(t0)}).Info("saved a vm template")
+	return dir, nil
+}
+
+// restorable turns p into a VM restored from a template, if it can be.
+func (r *Runtime) restorable(ctx context.Context, p *containerVM, spec *specs.Spec) {
+	id := p.cfg.ID
+	if why := useTemplate(spec, len(p.cfg.Shares)); why != "" {
+		log.G(ctx).WithField("id", id).Debugf("cold boot: %s", why)
+		return
+	}
+	dir, err := r.template(ctx, p.cfg)
+	if err != nil {
+		// The cold boot says what is wrong if the guest cannot boot at
+		// all; if it can, boot warns that the template could not be made.
+		log.G(ctx).WithError(err).WithField("id", id).Debug("cold boot: no template")
+		p.templateErr = err
+		return
+	}
+	if p.tap == nil {
+		// Every restorable VM has a NIC; this one stays unconnected.
+		tap, err := network.NewTap(network.TapName)
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("id", id).Warn("cold boot: no tap for the template's nic")
+			return
+		}
+		p.tap = tap
+		p.cfg.NICs = []hypervisor.NIC{{Tap: tap.File}}
+	}
+	p.cfg.NICs[0].MAC, p.nicMAC = templateNICMAC, templateNICMAC
+	p.cfg.Restorable, p.cfg.Template = true, dir
+	tags := map[string]string{}
+	for i := range p.cfg.Shares {
+		tags[p.cfg.Shares[i].Tag] = hypervisor.SlotTag(i)
+		p.cfg.Shares[i].Tag = hypervisor.SlotTag(i)
+	}
+	p.rootfs.Type, p.rootfs.Source = "9p", tags[p.rootfs.Source]
+	for _, s := range p.shares {
+		s.Tag, s.FsType = tags[s.Tag], "9p"
+	}
+}
+
+// entropy is what a restored guest reseeds its random numbers with.
+func entropy() []byte {
+	b := make([]byte, 64)
+	f, err := os.Open("/dev/urandom")
+	if err == nil {
+		_, _ = f.Read(b)
+		f.Close()
+	}
+	return b
+}
