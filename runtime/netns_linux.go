@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -210,4 +211,56 @@ func disconnectNetwork(ctx context.Context, st *State) {
 	if err := network.Disconnect(st.NetNS, st.NetIface); err != nil {
 		log.G(ctx).WithError(err).WithField("id", st.ID).Warn("removing the network redirect")
 	}
+}
+
+// runInNetNS runs this command again, as a child in a new network
+// namespace, when a foreground `run` asks for a new one: the child owns
+// the VM, so hooks given state.pid find the container's namespace in
+// /proc/PID/ns/net as with runc, and CNI plugins run from them see it.
+// This process passes signals on and exits as the child does. handled is
+// false when nothing needed doing.
+func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
+	if !wantsNewNetNS(spec) || hostNetNS() != nil {
+		return 0, false, nil
+	}
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// The child goes with this process, and the VM with the child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started, err := StartInNetNS(cmd, spec)
+	if err != nil {
+		return -1, true, err
+	}
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	err = cmd.Start()
+	started()
+	if err != nil {
+		return -1, true, fmt.Errorf("starting vzrun in a new network namespace: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				switch s {
+				case unix.SIGCHLD, unix.SIGURG, unix.SIGPIPE:
+				default:
+					_ = cmd.Process.Signal(s)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	close(done)
+	if ee, ok := err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), true, nil
+		}
+		return ee.ExitCode(), true, nil
+	}
+	return 0, true, err
 }

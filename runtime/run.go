@@ -51,6 +51,9 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err != nil {
 		return -1, err
 	}
+	if status, handled, err := runInNetNS(spec); handled {
+		return status, err
+	}
 	dir, err := CreateStateDir(r.Root, o.ID)
 	if err != nil {
 		return -1, err

@@ -327,3 +327,61 @@ func TestNetworkNamespacePath(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, func() bool { return !strings.Contains(h.links(t), "vztap") })
 }
+
+// A hook that wires the container's new network namespace the way CNI
+// does, through state.pid (/proc/PID/ns/net), finds the VM's namespace
+// whether vzrun runs in the foreground or detached, and the guest gets
+// what the hook put there; the hook itself runs in the host's namespace.
+func TestNetworkHookFillsNewNamespace(t *testing.T) {
+	for _, detach := range []bool{false, true} {
+		t.Run(map[bool]string{false: "foreground", true: "detached"}[detach], func(t *testing.T) {
+			v := newVZ(t)
+			hostIf := fmt.Sprintf("vzk%d%v", os.Getpid()%10000, map[bool]int{false: 0, true: 1}[detach])
+			hookOut := filepath.Join(t.TempDir(), "hook")
+			script := fmt.Sprintf(`set -e
+pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+readlink /proc/self/ns/net > %[2]s.ns
+ip link add %[1]s type veth peer name eth0 netns "$pid"
+nsenter -t "$pid" -n ip addr add 10.215.7.2/24 dev eth0
+nsenter -t "$pid" -n ip link set eth0 mtu 1450 up
+`, hostIf, hookOut)
+			b := newBundle(t, "sh", "-c", "ip -o link show eth0; ip -o addr show eth0")
+			b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+			b.Spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}}}
+			b.save(t)
+			t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
+			id := uniqueID(t)
+			var out string
+			if detach {
+				f := filepath.Join(t.TempDir(), "out")
+				fh, err := os.Create(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cmd := v.cmd("run", "--detach", "--bundle", b.Dir, id)
+				cmd.Stdout, cmd.Stderr = fh, fh
+				if err := cmd.Run(); err != nil {
+					b, _ := os.ReadFile(f)
+					t.Fatalf("run --detach: %v: %s", err, b)
+				}
+				waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+				v.runOK("delete", id)
+				b, _ := os.ReadFile(f)
+				out = string(b)
+			} else {
+				out = v.runOK("run", "--bundle", b.Dir, id).stdout
+			}
+			for _, want := range []string{"mtu 1450", "10.215.7.2/24"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("guest eth0 lacks %q:\n%s", want, out)
+				}
+			}
+			self, _ := os.Readlink("/proc/self/ns/net")
+			if ns, _ := os.ReadFile(hookOut + ".ns"); strings.TrimSpace(string(ns)) != self {
+				t.Errorf("hook ran in network namespace %s, want the host's %s", ns, self)
+			}
+			// The namespace went with the container, and the veth with it.
+			waitFor(t, 10*time.Second, func() bool { return len(linksNamed(hostIf)) == 0 })
+		})
+	}
+}

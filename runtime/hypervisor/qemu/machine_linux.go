@@ -38,7 +38,7 @@ func guestFor(cfg hypervisor.Config) (guest, error) {
 // arm64Machine is -M virt's share of the command line: the machine, its
 // CPU and the kernel's console (virt's PL011).
 func arm64Machine(accel string) (machine, cpu string, cmdline []string) {
-	machine = "virt,accel=" + accel + ",memory-backend=mem"
+	machine = "virt,memory-backend=mem"
 	// cortex-a72: under TCG our kernel reaches /init in about 1.0 s with
 	// it, 1.45 s with "max" (whose pointer authentication is emulated;
 	// pauth-impdef=on: 1.15 s), measured on a 2-core x86_64 host.

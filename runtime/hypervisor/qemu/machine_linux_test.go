@@ -23,9 +23,9 @@ func TestGuestMachine(t *testing.T) {
 		wantArgs    []string
 		wantErr     bool
 	}{
-		{"x86_64 vmlinux", "tcg", elf, QEMUBinary, []string{"microvm,accel=tcg,memory-backend=mem", "console=ttyS0"}, false},
-		{"unknown kernel stays x86_64", "tcg", []byte("?"), QEMUBinary, []string{"microvm,accel=tcg"}, false},
-		{"arm64 Image", "tcg", image, QEMUBinaryARM64, []string{"virt,accel=tcg,memory-backend=mem", "cortex-a72", "console=ttyAMA0"}, false},
+		{"x86_64 vmlinux", "tcg", elf, QEMUBinary, []string{"microvm,memory-backend=mem", "-accel tcg", "console=ttyS0"}, false},
+		{"unknown kernel stays x86_64", "tcg", []byte("?"), QEMUBinary, []string{"microvm,", "-accel tcg"}, false},
+		{"arm64 Image", "tcg", image, QEMUBinaryARM64, []string{"virt,memory-backend=mem", "-accel tcg", "cortex-a72", "console=ttyAMA0"}, false},
 		{"arm64 Image on kvm", "kvm", image, "", nil, true},
 	}
 	for _, tc := range tests {

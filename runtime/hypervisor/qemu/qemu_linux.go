@@ -275,7 +275,7 @@ func lastLines(s string, n int) string {
 func (v *vm) args() ([]string, error) {
 	c := v.cfg
 	mem := strconv.Itoa(c.MemoryMiB) + "M"
-	machine := "microvm,accel=" + v.accel + ",memory-backend=mem"
+	machine := "microvm,memory-backend=mem"
 	cpu := "max"
 	if v.accel == hypervisor.AccelKVM {
 		cpu = "host"
@@ -291,6 +291,7 @@ func (v *vm) args() ([]string, error) {
 	cmdline = append(cmdline, c.KernelArgs...)
 	args := []string{
 		"-M", machine,
+		"-accel", v.accelArg(),
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(c.CPUs),
 		"-m", mem,
@@ -536,4 +537,17 @@ func tscKHz() int {
 		}
 	}
 	return 0
+}
+
+// TCGTranslationMiB caps TCG's translated-code buffer; 0 keeps QEMU's
+// default (1 GiB reserved, of which an idle container's VM touches ~45
+// MiB). Measured here: 64 MiB made no difference to `run`, 16 MiB made it
+// 40% slower, and neither changed an idle VM's PSS by much.
+var TCGTranslationMiB = 0
+
+func (v *vm) accelArg() string {
+	if v.accel == hypervisor.AccelTCG && TCGTranslationMiB > 0 {
+		return "tcg,tb-size=" + strconv.Itoa(TCGTranslationMiB)
+	}
+	return v.accel
 }
