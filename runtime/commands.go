@@ -168,6 +168,21 @@ func (r *Runtime) Pids(ctx context.Context, id string) ([]int, error) {
 }
 
 // Stats reads the container's cgroup in the guest, in runc's events form.
+// WaitOOM blocks until the guest's kernel has OOM-killed more of the
+// container's processes than after, and returns the count.
+func (r *Runtime) WaitOOM(ctx context.Context, id string, after uint64) (uint64, error) {
+	var n uint64
+	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
+		resp, err := c.WaitOOM(ctx, &api.WaitOOMRequest{ContainerId: id, After: after})
+		if err != nil {
+			return err
+		}
+		n = resp.OomKills
+		return nil
+	})
+	return n, err
+}
+
 func (r *Runtime) Stats(ctx context.Context, id string) (*runc.Stats, error) {
 	var m cgroupstats.Metrics
 	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {

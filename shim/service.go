@@ -157,7 +157,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Pid: p.pid,
 	})
+	go s.watchOOM(r.ID, c.Agent)
 	return &taskAPI.CreateTaskResponse{Pid: p.pid}, nil
+}
+
+// watchOOM publishes TaskOOM each time the kernel in the guest OOM-kills a
+// process of the container's cgroup, until the container is gone.
+func (s *service) watchOOM(id string, agent api.AgentService) {
+	var seen uint64
+	for {
+		r, err := agent.WaitOOM(s.ctx, &api.WaitOOMRequest{ContainerId: id, After: seen})
+		if err != nil {
+			return
+		}
+		seen = r.OomKills
+		s.publish(s.ctx, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: id})
+	}
 }
 
 // startIO opens the process's stdio as containerd gave it (fifos, or

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"sync"
 	"time"
 
 	runc "github.com/containerd/go-runc"
@@ -24,12 +25,32 @@ var eventsCommand = &cli.Command{
 		}
 		r := newRuntime(c)
 		enc := json.NewEncoder(os.Stdout)
+		var mu sync.Mutex
+		emit := func(e *runc.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return enc.Encode(e)
+		}
+		if !c.Bool("stats") {
+			// As runc does, an OOM kill in the container is an event.
+			go func() {
+				var seen uint64
+				for {
+					n, err := r.WaitOOM(c.Context, id, seen)
+					if err != nil {
+						return
+					}
+					seen = n
+					_ = emit(&runc.Event{Type: "oom", ID: id})
+				}
+			}()
+		}
 		for {
 			s, err := r.Stats(c.Context, id)
 			if err != nil {
 				return err
 			}
-			if err := enc.Encode(&runc.Event{Type: "stats", ID: id, Stats: s}); err != nil {
+			if err := emit(&runc.Event{Type: "stats", ID: id, Stats: s}); err != nil {
 				return err
 			}
 			if c.Bool("stats") {

@@ -1434,6 +1434,103 @@ func (x *StatsResponse) GetCgroupV2Metrics() []byte {
 	return nil
 }
 
+type WaitOOMRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	After         uint64                 `protobuf:"varint,2,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMRequest) Reset() {
+	*x = WaitOOMRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMRequest) ProtoMessage() {}
+
+func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
+func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WaitOOMRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WaitOOMRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+type WaitOOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// oom_kill of the container's memory.events.
+	OomKills      uint64 `protobuf:"varint,1,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMResponse) Reset() {
+	*x = WaitOOMResponse{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMResponse) ProtoMessage() {}
+
+func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
+func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WaitOOMResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
 type ConfigureNetworkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1445,7 +1542,7 @@ type ConfigureNetworkRequest struct {
 
 func (x *ConfigureNetworkRequest) Reset() {
 	*x = ConfigureNetworkRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1554,7 @@ func (x *ConfigureNetworkRequest) String() string {
 func (*ConfigureNetworkRequest) ProtoMessage() {}
 
 func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1567,7 @@ func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfigureNetworkRequest) GetContainerId() string {
@@ -1512,7 +1609,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1621,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1634,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Interface) GetName() string {
@@ -1594,7 +1691,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1703,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1716,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Route) GetDestination() string {
@@ -1674,7 +1771,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1783,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1796,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1807,7 +1904,12 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
 	"\tresources\x18\x02 \x01(\fR\tresources\";\n" +
 	"\rStatsResponse\x12*\n" +
-	"\x11cgroup_v2_metrics\x18\x01 \x01(\fR\x0fcgroupV2Metrics\"\xa6\x01\n" +
+	"\x11cgroup_v2_metrics\x18\x01 \x01(\fR\x0fcgroupV2Metrics\"I\n" +
+	"\x0eWaitOOMRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\x04R\x05after\".\n" +
+	"\x0fWaitOOMResponse\x12\x1b\n" +
+	"\toom_kills\x18\x01 \x01(\x04R\boomKills\"\xa6\x01\n" +
 	"\x17ConfigureNetworkRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x129\n" +
 	"\n" +
@@ -1829,8 +1931,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06family\x18\x06 \x01(\rR\x06family\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force2\xd6\n" +
-	"\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force2\xa2\v\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.vzrun.agent.v1.CreateContainerRequest\x1a'.vzrun.agent.v1.CreateContainerResponse\x12D\n" +
@@ -1849,7 +1950,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Pause\x12 .vzrun.agent.v1.ContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x12A\n" +
 	"\x06Resume\x12 .vzrun.agent.v1.ContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x12>\n" +
 	"\x06Update\x12\x1d.vzrun.agent.v1.UpdateRequest\x1a\x15.vzrun.agent.v1.Empty\x12H\n" +
-	"\x05Stats\x12 .vzrun.agent.v1.ContainerRequest\x1a\x1d.vzrun.agent.v1.StatsResponse\x12R\n" +
+	"\x05Stats\x12 .vzrun.agent.v1.ContainerRequest\x1a\x1d.vzrun.agent.v1.StatsResponse\x12J\n" +
+	"\aWaitOOM\x12\x1e.vzrun.agent.v1.WaitOOMRequest\x1a\x1f.vzrun.agent.v1.WaitOOMResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vzrun.agent.v1.ConfigureNetworkRequest\x1a\x15.vzrun.agent.v1.Empty\x12P\n" +
 	"\x0fDeleteContainer\x12&.vzrun.agent.v1.DeleteContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x128\n" +
 	"\bShutdown\x12\x15.vzrun.agent.v1.Empty\x1a\x15.vzrun.agent.v1.EmptyB+Z)github.com/vzrun/vzrun/api/agent/v1;agentb\x06proto3"
@@ -1866,7 +1968,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -1893,16 +1995,18 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*ContainerRequest)(nil),        // 22: vzrun.agent.v1.ContainerRequest
 	(*UpdateRequest)(nil),           // 23: vzrun.agent.v1.UpdateRequest
 	(*StatsResponse)(nil),           // 24: vzrun.agent.v1.StatsResponse
-	(*ConfigureNetworkRequest)(nil), // 25: vzrun.agent.v1.ConfigureNetworkRequest
-	(*Interface)(nil),               // 26: vzrun.agent.v1.Interface
-	(*Route)(nil),                   // 27: vzrun.agent.v1.Route
-	(*DeleteContainerRequest)(nil),  // 28: vzrun.agent.v1.DeleteContainerRequest
+	(*WaitOOMRequest)(nil),          // 25: vzrun.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),         // 26: vzrun.agent.v1.WaitOOMResponse
+	(*ConfigureNetworkRequest)(nil), // 27: vzrun.agent.v1.ConfigureNetworkRequest
+	(*Interface)(nil),               // 28: vzrun.agent.v1.Interface
+	(*Route)(nil),                   // 29: vzrun.agent.v1.Route
+	(*DeleteContainerRequest)(nil),  // 30: vzrun.agent.v1.DeleteContainerRequest
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
 	4,  // 1: vzrun.agent.v1.CreateContainerRequest.shares:type_name -> vzrun.agent.v1.Share
-	26, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
-	27, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
+	28, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
+	29, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
 	1,  // 4: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
 	5,  // 5: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
 	7,  // 6: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
@@ -1919,30 +2023,32 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	22, // 17: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
 	23, // 18: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
 	22, // 19: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
-	25, // 20: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
-	28, // 21: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	0,  // 22: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	2,  // 23: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	6,  // 24: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	8,  // 25: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 26: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 27: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	12, // 28: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	14, // 29: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 30: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 31: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 32: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	19, // 33: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	21, // 34: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 35: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 36: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 37: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	24, // 38: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	0,  // 39: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 40: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 41: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	23, // [23:42] is the sub-list for method output_type
-	4,  // [4:23] is the sub-list for method input_type
+	25, // 20: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
+	27, // 21: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
+	30, // 22: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
+	0,  // 23: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	2,  // 24: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	6,  // 25: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	8,  // 26: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 27: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 28: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	12, // 29: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	14, // 30: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 31: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 32: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 33: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	19, // 34: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	21, // 35: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 36: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 37: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 38: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	24, // 39: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	26, // 40: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 41: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 42: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 43: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	24, // [24:44] is the sub-list for method output_type
+	4,  // [4:24] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1959,7 +2065,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ type AgentService interface {
 	Resume(context.Context, *ContainerRequest) (*Empty, error)
 	Update(context.Context, *UpdateRequest) (*Empty, error)
 	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
+	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
@@ -143,6 +144,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Stats(ctx, &req)
+			},
+			"WaitOOM": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitOOMRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitOOM(ctx, &req)
 			},
 			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ConfigureNetworkRequest
@@ -302,6 +310,14 @@ func (c *agentClient) Update(ctx context.Context, req *UpdateRequest) (*Empty, e
 func (c *agentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
 	var resp StatsResponse
 	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "Stats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
+	var resp WaitOOMResponse
+	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "WaitOOM", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
