@@ -62,6 +62,7 @@ func run(start int64) error {
 		return err
 	}
 	api.RegisterAgentService(server, svc)
+	api.RegisterForwarderService(server, NewForwarder(svc))
 	l, err := listen()
 	if err != nil {
 		return err

@@ -30,6 +30,8 @@ type Container struct {
 
 	sb   *Sandbox
 	plan *containerVM
+	// stopPublishing closes the published ports' listeners.
+	stopPublishing func()
 }
 
 // NewContainer makes the state dir, boots the VM and creates the
@@ -110,7 +112,10 @@ func (c *Container) prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.connectNetwork(ctx)
+	if err := c.connectNetwork(ctx); err != nil {
+		return err
+	}
+	return c.publish(ctx)
 }
 
 // RunHooks runs the host hooks of one kind (poststart, poststop) with the
@@ -166,6 +171,9 @@ func (c *Container) Destroy(ctx context.Context) {
 
 // Stop stops the VM and syncs a block rootfs back; the state stays.
 func (c *Container) Stop(ctx context.Context) error {
+	if c.stopPublishing != nil {
+		c.stopPublishing()
+	}
 	if c.plan != nil && c.plan.tap != nil {
 		defer c.plan.tap.Close()
 	}

@@ -4,6 +4,7 @@ package runtime
 
 import (
 	"context"
+	"net"
 	"os/exec"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -16,6 +17,8 @@ import (
 func StartInNetNS(cmd *exec.Cmd, spec *specs.Spec) (func(), error) { return func() {}, nil }
 
 func startOnHost(cmd *exec.Cmd) error { return cmd.Start() }
+
+func listenOnHost(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
 func runInNetNS(spec *specs.Spec) (int, bool, error) { return 0, false, nil }
 

@@ -69,6 +69,9 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	if err != nil {
 		return nil, err
 	}
+	if _, err := parsePublish(spec.Annotations[AnnotationPublish]); err != nil {
+		return nil, err
+	}
 	accel := r.Accel
 	if a := spec.Annotations[AnnotationAccel]; a != "" {
 		accel = a

@@ -385,3 +385,41 @@ nsenter -t "$pid" -n ip link set eth0 mtu 1450 up
 		})
 	}
 }
+
+// io.vzrun.publish publishes a port without any CNI network: the owner
+// listens on the host and relays through the agent, from a VM with a
+// network namespace of its own (loopback only) and from one without.
+func TestNetworkPublishAnnotation(t *testing.T) {
+	for i, netns := range []bool{true, false} {
+		t.Run(map[bool]string{true: "own-netns", false: "no-netns"}[netns], func(t *testing.T) {
+			v := newVZ(t)
+			port := 19000 + os.Getpid()%500*2 + i
+			b := newBundle(t, "sh", "-c", "echo published > /www/index.html; exec httpd -f -p 8080 -h /www")
+			if netns {
+				b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+			}
+			if err := os.MkdirAll(filepath.Join(b.rootfs(), "www"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			b.annotate(t, "io.vzrun.publish", fmt.Sprintf("127.0.0.1:%d:8080", port))
+			id := uniqueID(t)
+			v.detach("run", "--detach", "--bundle", b.Dir, id)
+			defer v.run("", "delete", "--force", id)
+			if got := httpGet(t, fmt.Sprintf("127.0.0.1:%d", port)); !strings.Contains(got, "published") {
+				t.Errorf("GET through the published port: %q", got)
+			}
+			v.runOK("delete", "--force", id)
+			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+				c.Close()
+				t.Errorf("port %d still open after delete", port)
+			}
+		})
+	}
+	// A bad annotation is an error before any VM boots.
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	b.annotate(t, "io.vzrun.publish", "80:udp")
+	if r := v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code == 0 || !strings.Contains(r.stderr, "io.vzrun.publish") {
+		t.Errorf("bad io.vzrun.publish: exit %d, %q", r.code, r.stderr)
+	}
+}

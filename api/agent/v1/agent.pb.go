@@ -1813,6 +1813,74 @@ func (x *DeleteContainerRequest) GetForce() bool {
 	return false
 }
 
+type ForwardData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	CloseWrite    bool                   `protobuf:"varint,4,opt,name=close_write,json=closeWrite,proto3" json:"close_write,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardData) Reset() {
+	*x = ForwardData{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardData) ProtoMessage() {}
+
+func (x *ForwardData) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardData.ProtoReflect.Descriptor instead.
+func (*ForwardData) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ForwardData) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ForwardData) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ForwardData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ForwardData) GetCloseWrite() bool {
+	if x != nil {
+		return x.CloseWrite
+	}
+	return false
+}
+
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
@@ -1931,7 +1999,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06family\x18\x06 \x01(\rR\x06family\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force2\xa2\v\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"y\n" +
+	"\vForwardData\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1f\n" +
+	"\vclose_write\x18\x04 \x01(\bR\n" +
+	"closeWrite2\xa2\v\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.vzrun.agent.v1.CreateContainerRequest\x1a'.vzrun.agent.v1.CreateContainerResponse\x12D\n" +
@@ -1954,7 +2028,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\aWaitOOM\x12\x1e.vzrun.agent.v1.WaitOOMRequest\x1a\x1f.vzrun.agent.v1.WaitOOMResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vzrun.agent.v1.ConfigureNetworkRequest\x1a\x15.vzrun.agent.v1.Empty\x12P\n" +
 	"\x0fDeleteContainer\x12&.vzrun.agent.v1.DeleteContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x128\n" +
-	"\bShutdown\x12\x15.vzrun.agent.v1.Empty\x1a\x15.vzrun.agent.v1.EmptyB+Z)github.com/vzrun/vzrun/api/agent/v1;agentb\x06proto3"
+	"\bShutdown\x12\x15.vzrun.agent.v1.Empty\x1a\x15.vzrun.agent.v1.Empty2T\n" +
+	"\tForwarder\x12G\n" +
+	"\aForward\x12\x1b.vzrun.agent.v1.ForwardData\x1a\x1b.vzrun.agent.v1.ForwardData(\x010\x01B+Z)github.com/vzrun/vzrun/api/agent/v1;agentb\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1968,7 +2044,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -2001,6 +2077,7 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Interface)(nil),               // 28: vzrun.agent.v1.Interface
 	(*Route)(nil),                   // 29: vzrun.agent.v1.Route
 	(*DeleteContainerRequest)(nil),  // 30: vzrun.agent.v1.DeleteContainerRequest
+	(*ForwardData)(nil),             // 31: vzrun.agent.v1.ForwardData
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
@@ -2027,28 +2104,30 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	27, // 21: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
 	30, // 22: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
 	0,  // 23: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	2,  // 24: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	6,  // 25: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	8,  // 26: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 27: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 28: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	12, // 29: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	14, // 30: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 31: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 32: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 33: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	19, // 34: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	21, // 35: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 36: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 37: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 38: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	24, // 39: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	26, // 40: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
-	0,  // 41: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 42: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 43: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	24, // [24:44] is the sub-list for method output_type
-	4,  // [4:24] is the sub-list for method input_type
+	31, // 24: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
+	2,  // 25: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	6,  // 26: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	8,  // 27: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 28: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 29: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	12, // 30: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	14, // 31: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 32: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 33: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 34: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	19, // 35: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	21, // 36: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 37: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 38: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 39: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	24, // 40: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	26, // 41: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 42: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 43: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 44: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	31, // 45: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
+	25, // [25:46] is the sub-list for method output_type
+	4,  // [4:25] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -2065,9 +2144,9 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_api_agent_v1_agent_proto_goTypes,
 		DependencyIndexes: file_api_agent_v1_agent_proto_depIdxs,

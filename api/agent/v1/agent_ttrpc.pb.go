@@ -346,3 +346,91 @@ func (c *agentClient) Shutdown(ctx context.Context, req *Empty) (*Empty, error) 
 	}
 	return &resp, nil
 }
+
+type ForwarderService interface {
+	Forward(context.Context, Forwarder_ForwardServer) error
+}
+
+type Forwarder_ForwardServer interface {
+	Send(*ForwardData) error
+	Recv() (*ForwardData, error)
+	ttrpc.StreamServer
+}
+
+type forwarderForwardServer struct {
+	ttrpc.StreamServer
+}
+
+func (x *forwarderForwardServer) Send(m *ForwardData) error {
+	return x.StreamServer.SendMsg(m)
+}
+
+func (x *forwarderForwardServer) Recv() (*ForwardData, error) {
+	m := new(ForwardData)
+	if err := x.StreamServer.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func RegisterForwarderService(srv *ttrpc.Server, svc ForwarderService) {
+	srv.RegisterService("vzrun.agent.v1.Forwarder", &ttrpc.ServiceDesc{
+		Streams: map[string]ttrpc.Stream{
+			"Forward": {
+				Handler: func(ctx context.Context, stream ttrpc.StreamServer) (interface{}, error) {
+					return nil, svc.Forward(ctx, &forwarderForwardServer{stream})
+				},
+				StreamingClient: true,
+				StreamingServer: true,
+			},
+		},
+	})
+}
+
+type ForwarderClient interface {
+	Forward(context.Context) (Forwarder_ForwardClient, error)
+}
+
+type forwarderClient struct {
+	client *ttrpc.Client
+}
+
+func NewForwarderClient(client *ttrpc.Client) ForwarderClient {
+	return &forwarderClient{
+		client: client,
+	}
+}
+
+func (c *forwarderClient) Forward(ctx context.Context) (Forwarder_ForwardClient, error) {
+	stream, err := c.client.NewStream(ctx, &ttrpc.StreamDesc{
+		StreamingClient: true,
+		StreamingServer: true,
+	}, "vzrun.agent.v1.Forwarder", "Forward", nil)
+	if err != nil {
+		return nil, err
+	}
+	x := &forwarderForwardClient{stream}
+	return x, nil
+}
+
+type Forwarder_ForwardClient interface {
+	Send(*ForwardData) error
+	Recv() (*ForwardData, error)
+	ttrpc.ClientStream
+}
+
+type forwarderForwardClient struct {
+	ttrpc.ClientStream
+}
+
+func (x *forwarderForwardClient) Send(m *ForwardData) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *forwarderForwardClient) Recv() (*ForwardData, error) {
+	m := new(ForwardData)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
