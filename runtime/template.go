@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -65,30 +66,80 @@ func useTemplate(spec *specs.Spec, shares int) string {
 	return ""
 }
 
-// templateKey names the template for cfg by everything it depends on.
-func templateKey(cfg hypervisor.Config) (string, error) {
-	h := sha256.New()
-	fmt.Fprintf(h, "layout=%s cpus=%d mem=%d accel=%s api=%s\n", templateLayout, cfg.CPUs, cfg.MemoryMiB, cfg.Accel, api.Hello)
-	vmm, _ := exec.LookPath("qemu-system-x86_64")
-	for _, f := range []string{cfg.Kernel, cfg.Initrd, vmm} {
+// templateInputs describes the files a template depends on, one line
+// each: path, size, mtime, inode.
+func templateInputs(files ...string) (string, error) {
+	var b strings.Builder
+	for _, f := range files {
 		if f == "" {
 			continue
 		}
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", err
-		}
 		var st unix.Stat_t
-		_ = unix.Stat(f, &st)
-		fmt.Fprintf(h, "%s %d %d %d\n", f, fi.Size(), fi.ModTime().UnixNano(), st.Ino)
+		if err := unix.Stat(f, &st); err != nil {
+			return "", &os.PathError{Op: "stat", Path: f, Err: err}
+		}
+		fmt.Fprintf(&b, "%s %d %d %d\n", f, st.Size, st.Mtim.Nano(), st.Ino)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return b.String(), nil
+}
+
+// templateKey names the template for cfg by everything it depends on; the
+// second result is the files part, kept with the template.
+func templateKey(cfg hypervisor.Config) (string, string, error) {
+	vmm, _ := exec.LookPath("qemu-system-x86_64")
+	inputs, err := templateInputs(cfg.Kernel, cfg.Initrd, vmm)
+	if err != nil {
+		return "", "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "layout=%s cpus=%d mem=%d accel=%s api=%s\n%s", templateLayout, cfg.CPUs, cfg.MemoryMiB, cfg.Accel, api.Hello, inputs)
+	return hex.EncodeToString(h.Sum(nil))[:16], inputs, nil
+}
+
+// collectTemplates removes the templates whose kernel, initrd or QEMU has
+// changed or gone (they can never be used again), and saves that died
+// half-way.
+func collectTemplates(ctx context.Context, root string) {
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		p := filepath.Join(root, e.Name())
+		if strings.HasSuffix(e.Name(), ".lock") {
+			// A lock whose template was never saved.
+			if _, err := os.Stat(strings.TrimSuffix(p, ".lock")); err != nil {
+				if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+					_ = os.Remove(p)
+				}
+			}
+			continue
+		}
+		if strings.Contains(e.Name(), ".tmp-") {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				_ = os.RemoveAll(p)
+			}
+			continue
+		}
+		if !e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(p, "inputs"))
+		stale := err != nil // saved before templates recorded their inputs
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f, _, _ := strings.Cut(line, " ")
+			now, err := templateInputs(f)
+			stale = stale || err != nil || strings.TrimSpace(now) != line
+		}
+		if stale {
+			log.G(ctx).WithField("template", p).Debug("removing a stale vm template")
+			_ = os.RemoveAll(p)
+			_ = os.Remove(p + ".lock")
+		}
+	}
 }
 
 // template returns the directory of the template for cfg, saving one
 // first if there is none. Concurrent callers wait for one to save it.
 func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, error) {
-	key, err := templateKey(cfg)
+	key, inputs, err := templateKey(cfg)
 	if err != nil {
 		return "", err
 	}
@@ -111,6 +162,7 @@ func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, 
 	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
 		return dir, nil
 	}
+	collectTemplates(ctx, root)
 	t0 := time.Now()
 	tmp, err := os.MkdirTemp(root, key+".tmp-")
 	if err != nil {
@@ -132,6 +184,9 @@ func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, 
 	}
 	for _, f := range []string{"agent.sock", "qmp.sock", "empty"} {
 		_ = os.RemoveAll(filepath.Join(tmp, f))
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "inputs"), []byte(inputs), 0o644); err != nil {
+		return "", err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
