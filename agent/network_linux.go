@@ -44,7 +44,7 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 	defer h.Close()
 
 	for _, ifc := range req.Interfaces {
-		if err := moveNIC(ifc, pid, h); err != nil {
+		if err := moveNIC(ctx, ifc, pid, h); err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ifc.Name, err)
 		}
 	}
@@ -58,7 +58,7 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 
 // moveNIC finds the NIC by the MAC the host gave it at boot, moves it into
 // the namespace of pid (handled by h) and configures it there.
-func moveNIC(ifc *api.Interface, pid int, h *netlink.Handle) error {
+func moveNIC(ctx context.Context, ifc *api.Interface, pid int, h *netlink.Handle) error {
 	nicMAC, err := net.ParseMAC(ifc.NicMac)
 	if err != nil {
 		return fmt.Errorf("nic mac: %w", errdefs.ErrInvalidArgument)
@@ -132,6 +132,14 @@ func moveNIC(ifc *api.Interface, pid int, h *netlink.Handle) error {
 	}
 	if lo, err := h.LinkByName("lo"); err == nil {
 		_ = h.LinkSetUp(lo)
+	}
+	if ifc.Dhcp {
+		// Renamed or not, the link is found again by index in its
+		// namespace.
+		if l, err := h.LinkByIndex(link.Attrs().Index); err == nil {
+			link = l
+		}
+		return dhcp(ctx, pid, h, link)
 	}
 	return nil
 }

@@ -76,6 +76,19 @@ func wantsNewNetNS(spec *specs.Spec) bool {
 	return false
 }
 
+// hasNetNS says whether spec has a network namespace of its own.
+func hasNetNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return true
+		}
+	}
+	return false
+}
+
 // StartInNetNS makes cmd, an owner process for a container with spec,
 // start in a new network namespace when the spec asks for one, with a
 // descriptor of this one. Call the returned func once cmd has started.
@@ -126,6 +139,10 @@ func netNSPath(ctx context.Context, id string, spec *specs.Spec) string {
 // planNIC gives the VM a NIC on a tap in the container's network
 // namespace, if it has one.
 func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error {
+	if !hasNetNS(spec) {
+		p.planNAT(id)
+		return nil
+	}
 	path := netNSPath(ctx, id, spec)
 	if path == "" {
 		return nil
@@ -144,6 +161,9 @@ func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) 
 // keeps loopback only.
 func (c *Container) connectNetwork(ctx context.Context) error {
 	p := c.plan
+	if p != nil && p.nat {
+		return c.configureNAT(ctx)
+	}
 	if p == nil || p.netns == "" {
 		return nil
 	}

@@ -22,8 +22,17 @@ func listenOnHost(addr string) (net.Listener, error) { return net.Listen("tcp", 
 
 func runInNetNS(spec *specs.Spec) (int, bool, error) { return 0, false, nil }
 
-func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error { return nil }
+// planNIC: every VM gets the framework's NAT.
+func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error {
+	p.planNAT(id)
+	return nil
+}
 
-func (c *Container) connectNetwork(ctx context.Context) error { return nil }
+func (c *Container) connectNetwork(ctx context.Context) error {
+	if c.plan != nil && c.plan.nat {
+		return c.configureNAT(ctx)
+	}
+	return nil
+}
 
 func disconnectNetwork(ctx context.Context, st *State) {}

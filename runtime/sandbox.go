@@ -55,6 +55,8 @@ type containerVM struct {
 	netns  string
 	tap    *network.Tap
 	nicMAC net.HardwareAddr
+	// nat says the NIC is the backend's NAT (see nat.go).
+	nat bool
 	// templateErr is why no template could be saved for this VM.
 	templateErr error
 }

@@ -83,6 +83,9 @@ func templateInputs(files ...string) (string, error) {
 	return b.String(), nil
 }
 
+// natNIC says whether cfg's NIC is the backend's NAT.
+func natNIC(cfg hypervisor.Config) bool { return len(cfg.NICs) > 0 && cfg.NICs[0].Tap == nil }
+
 // templateKey names the template for cfg by everything it depends on; the
 // second result is the files part, kept with the template.
 func templateKey(cfg hypervisor.Config) (string, string, error) {
@@ -92,7 +95,7 @@ func templateKey(cfg hypervisor.Config) (string, string, error) {
 		return "", "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "layout=%s cpus=%d mem=%d accel=%s api=%s\n%s", templateLayout, cfg.CPUs, cfg.MemoryMiB, cfg.Accel, api.Hello, inputs)
+	fmt.Fprintf(h, "layout=%s cpus=%d mem=%d accel=%s api=%s nat=%v\n%s", templateLayout, cfg.CPUs, cfg.MemoryMiB, cfg.Accel, api.Hello, natNIC(cfg), inputs)
 	return hex.EncodeToString(h.Sum(nil))[:16], inputs, nil
 }
 
@@ -169,15 +172,21 @@ func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, 
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	tap, err := network.NewTap(network.TapName)
-	if err != nil {
-		return "", err
-	}
-	defer tap.Close()
 	tcfg := cfg
 	tcfg.ID, tcfg.StateDir, tcfg.ConsoleLog = "template-"+key, tmp, filepath.Join(tmp, "console.log")
 	tcfg.Shares, tcfg.Disks, tcfg.Template = nil, nil, ""
-	tcfg.NICs = []hypervisor.NIC{{MAC: templateNICMAC, Tap: tap.File}}
+	// The NIC's backend shapes the device's saved state (a tap's
+	// virtio-net header), so NAT VMs and tap VMs have templates of their
+	// own.
+	tcfg.NICs = []hypervisor.NIC{{MAC: templateNICMAC}}
+	if !natNIC(cfg) {
+		tap, err := network.NewTap(network.TapName)
+		if err != nil {
+			return "", err
+		}
+		defer tap.Close()
+		tcfg.NICs[0].Tap = tap.File
+	}
 	tcfg.Restorable = true
 	if err := templater.SaveTemplate(ctx, tcfg, tmp); err != nil {
 		return "", fmt.Errorf("saving template %s: %w", key, err)
@@ -210,7 +219,7 @@ func (r *Runtime) restorable(ctx context.Context, p *containerVM, spec *specs.Sp
 		p.templateErr = err
 		return
 	}
-	if p.tap == nil {
+	if p.tap == nil && !p.nat {
 		// Every restorable VM has a NIC; this one stays unconnected.
 		tap, err := network.NewTap(network.TapName)
 		if err != nil {

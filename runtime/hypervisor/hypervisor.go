@@ -83,7 +83,8 @@ type NIC struct {
 	// by it.
 	MAC net.HardwareAddr
 	// Tap is an open tap device (Linux backends): what the guest sends
-	// leaves by it. A backend without one attaches its own NAT (macOS).
+	// leaves by it. Without one the NIC is the backend's NAT, with a DHCP
+	// server (QEMU's user networking, Virtualization.framework's NAT).
 	Tap *os.File
 }
 

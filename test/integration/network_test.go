@@ -423,3 +423,41 @@ func TestNetworkPublishAnnotation(t *testing.T) {
 		t.Errorf("bad io.vzrun.publish: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// A spec without a network namespace asks for the host's network, which a
+// VM cannot share: it gets a NAT (QEMU's user networking) configured by
+// DHCP, and reaches the host's services as runc's container would.
+func TestNetworkHostNetworkIsNAT(t *testing.T) {
+	v := newVZ(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 64)
+		n, _ := c.Read(b)
+		got <- string(b[:n])
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	// 10.0.2.2 is the host as QEMU's user networking shows it.
+	b := newBundle(t, "sh", "-c", fmt.Sprintf("ip -o -4 addr show eth0; ip route; echo from-the-vm | nc 10.0.2.2 %d", port))
+	out := v.runOK("run", "--bundle", b.Dir, uniqueID(t)).stdout
+	if !strings.Contains(out, "eth0") || !strings.Contains(out, "default via") {
+		t.Errorf("no DHCP-configured eth0 in the guest:\n%s", out)
+	}
+	select {
+	case s := <-got:
+		if !strings.Contains(s, "from-the-vm") {
+			t.Errorf("host service got %q", s)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the container did not reach the host's service:\n%s", out)
+	}
+}

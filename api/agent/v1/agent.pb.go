@@ -1602,7 +1602,11 @@ type Interface struct {
 	HwAddr string `protobuf:"bytes,3,opt,name=hw_addr,json=hwAddr,proto3" json:"hw_addr,omitempty"`
 	Mtu    uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	// Addresses in CIDR form, e.g. 10.4.0.5/24.
-	Addresses     []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Addresses []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// dhcp: the NIC is a NAT's (QEMU user networking, macOS's
+	// Virtualization.framework): ask its DHCP server for an address and a
+	// default route.
+	Dhcp          bool `protobuf:"varint,6,opt,name=dhcp,proto3" json:"dhcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1670,6 +1674,13 @@ func (x *Interface) GetAddresses() []string {
 		return x.Addresses
 	}
 	return nil
+}
+
+func (x *Interface) GetDhcp() bool {
+	if x != nil {
+		return x.Dhcp
+	}
+	return false
 }
 
 // Route is one route of the container, in the main table.
@@ -1983,13 +1994,14 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"interfaces\x18\x02 \x03(\v2\x19.vzrun.agent.v1.InterfaceR\n" +
 	"interfaces\x12-\n" +
-	"\x06routes\x18\x03 \x03(\v2\x15.vzrun.agent.v1.RouteR\x06routes\"\x81\x01\n" +
+	"\x06routes\x18\x03 \x03(\v2\x15.vzrun.agent.v1.RouteR\x06routes\"\x95\x01\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\anic_mac\x18\x02 \x01(\tR\x06nicMac\x12\x17\n" +
 	"\ahw_addr\x18\x03 \x01(\tR\x06hwAddr\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x1c\n" +
-	"\taddresses\x18\x05 \x03(\tR\taddresses\"\xa1\x01\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\x12\x12\n" +
+	"\x04dhcp\x18\x06 \x01(\bR\x04dhcp\"\xa1\x01\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +

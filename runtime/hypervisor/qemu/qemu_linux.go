@@ -117,10 +117,9 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	// Tap devices are passed open (fd 3 on): they live in the
 	// container's network namespace, which QEMU need not be in.
 	for _, n := range v.cfg.NICs {
-		if n.Tap == nil {
-			return fmt.Errorf("vm %s: nic %s has no tap device", v.cfg.ID, n.MAC)
+		if n.Tap != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 		}
-		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 	}
 	// The VM lives and dies with the process that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -329,14 +328,11 @@ func (v *vm) args() ([]string, error) {
 			"-chardev", "socket,id="+id+",path="+id+".sock",
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag)
 	}
-	for i, n := range c.NICs {
+	for i := range c.NICs {
 		if c.Restorable {
 			break
 		}
-		id := "net" + strconv.Itoa(i)
-		args = append(args,
-			"-netdev", "tap,id="+id+",fd="+strconv.Itoa(3+i),
-			"-device", "virtio-net-device,netdev="+id+",mac="+n.MAC.String())
+		args = append(args, nicArgs(c.NICs, i)...)
 	}
 	for i, d := range c.Disks {
 		id := "disk" + strconv.Itoa(i)
@@ -347,6 +343,23 @@ func (v *vm) args() ([]string, error) {
 		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
 	}
 	return args, nil
+}
+
+// nicArgs attaches NIC i: its tap (passed as fd 3 on, in NIC order), or
+// QEMU's user networking, a NAT with a DHCP server, for a NIC without one.
+func nicArgs(nics []hypervisor.NIC, i int) []string {
+	id := "net" + strconv.Itoa(i)
+	netdev := "user,id=" + id
+	if nics[i].Tap != nil {
+		fd := 3
+		for _, n := range nics[:i] {
+			if n.Tap != nil {
+				fd++
+			}
+		}
+		netdev = "tap,id=" + id + ",fd=" + strconv.Itoa(fd)
+	}
+	return []string{"-netdev", netdev, "-device", "virtio-net-device,netdev=" + id + ",mac=" + nics[i].MAC.String()}
 }
 
 func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {

@@ -107,10 +107,7 @@ func (v *vm) restorableDevices() ([]string, error) {
 		}
 		args = append(args, "-fsdev", fsdev, "-device", "virtio-9p-device,fsdev="+id+",mount_tag="+tag)
 	}
-	n := c.NICs[0]
-	args = append(args,
-		"-netdev", "tap,id=net0,fd=3",
-		"-device", "virtio-net-device,netdev=net0,mac="+n.MAC.String())
+	args = append(args, nicArgs(c.NICs, 0)...)
 	if c.Template != "" {
 		args = append(args, "-incoming", "defer")
 	}
