@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -19,17 +20,27 @@ import (
 // NIC by DHCP. Published ports (io.vzrun.publish) come in through the
 // agent, not the NAT.
 
+// EnvNATDHCP set to 1 configures a NAT NIC by DHCP even where its network
+// is known, as on macOS.
+const EnvNATDHCP = "VZRUN_NAT_DHCP"
+
 // planNAT gives the VM a NAT NIC.
 func (p *containerVM) planNAT(id string) {
 	p.nat, p.nicMAC = true, network.StableMAC(id)
 	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: p.nicMAC})
 }
 
-// configureNAT has the agent take an address on the NAT NIC by DHCP.
+// configureNAT has the agent configure the NAT NIC: statically where the
+// NAT's network is known (natConfig), else by DHCP.
 func (c *Container) configureNAT(ctx context.Context) error {
-	req := &api.ConfigureNetworkRequest{ContainerId: c.ID, Interfaces: []*api.Interface{{
-		Name: "eth0", NicMac: c.plan.nicMAC.String(), Dhcp: true,
-	}}}
+	ifc := &api.Interface{Name: "eth0", NicMac: c.plan.nicMAC.String()}
+	req := &api.ConfigureNetworkRequest{ContainerId: c.ID, Interfaces: []*api.Interface{ifc}}
+	if natAddress != "" && os.Getenv(EnvNATDHCP) != "1" {
+		ifc.Addresses = []string{natAddress}
+		req.Routes = []*api.Route{{Gateway: natGateway, Device: "eth0", Family: 4}}
+	} else {
+		ifc.Dhcp = true
+	}
 	if _, err := c.Agent.ConfigureNetwork(ctx, req); err != nil {
 		return fmt.Errorf("configuring the network of %s in the guest: %w", c.ID, errgrpc.ToNative(err))
 	}

@@ -22,6 +22,9 @@ func listenOnHost(addr string) (net.Listener, error) { return net.Listen("tcp", 
 
 func runInNetNS(spec *specs.Spec) (int, bool, error) { return 0, false, nil }
 
+// The framework's NAT network is the Mac's to choose: DHCP.
+const natAddress, natGateway = "", ""
+
 // planNIC: every VM gets the framework's NAT.
 func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) error {
 	p.planNAT(id)

@@ -92,10 +92,12 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err := c.boot(ctx, r); err != nil {
 		return -1, err
 	}
-	t0 := time.Now()
+	tp := time.Now()
 	if err := c.prepare(ctx); err != nil {
 		return -1, err
 	}
+	log.G(ctx).WithFields(log.Fields{"id": o.ID, "prepare": time.Since(tp)}).Debug("hooks and network done")
+	t0 := time.Now()
 	if o.PidFile != "" {
 		if err := writePidFile(o.PidFile, os.Getpid()); err != nil {
 			return -1, err
@@ -128,7 +130,9 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err != nil {
 		return -1, fmt.Errorf("waiting for container %s: %w", o.ID, errgrpc.ToNative(err))
 	}
+	tw := time.Now()
 	relay.wait()
+	log.G(ctx).WithFields(log.Fields{"id": o.ID, "wait": tw.Sub(t0), "output": time.Since(tw)}).Debug("container exited")
 	// No runc delete in the guest: the whole VM goes, and the agent
 	// unmounts the container's file systems before it powers off.
 	t1 := time.Now()

@@ -194,7 +194,7 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 		"id":          p.cfg.ID,
 		"accel":       vm.Accel(),
 		"vmm_start":   t.VMMReady.Sub(t.Launched),
-		"kernel_boot": time.Duration(hello.AgentStartNs),
+		"kernel_boot": kernelBoot(p, hello),
 		"agent_ready": t.AgentReady.Sub(t.Launched),
 		"vcpus":       p.cfg.CPUs,
 		"memory_mib":  p.cfg.MemoryMiB,
@@ -284,4 +284,13 @@ func (r *Runtime) guest() (kernel, initrd string, err error) {
 		return "", "", err
 	}
 	return kernel, initrd, nil
+}
+
+// kernelBoot is how long the guest took to start the agent; a restored
+// guest's is its template's, not worth reporting.
+func kernelBoot(p *containerVM, hello *api.HelloResponse) any {
+	if p.cfg.Template != "" {
+		return "restored"
+	}
+	return time.Duration(hello.AgentStartNs)
 }

@@ -428,6 +428,18 @@ func TestNetworkPublishAnnotation(t *testing.T) {
 // VM cannot share: it gets a NAT (QEMU's user networking) configured by
 // DHCP, and reaches the host's services as runc's container would.
 func TestNetworkHostNetworkIsNAT(t *testing.T) {
+	for _, dhcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "static", true: "dhcp"}[dhcp], func(t *testing.T) {
+			if dhcp {
+				// As on macOS, where the NAT's network is not known.
+				t.Setenv("VZRUN_NAT_DHCP", "1")
+			}
+			testHostNetworkIsNAT(t)
+		})
+	}
+}
+
+func testHostNetworkIsNAT(t *testing.T) {
 	v := newVZ(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
