@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 
 	"github.com/containerd/errdefs"
-	"github.com/vishvananda/netns"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
 )
@@ -94,41 +92,13 @@ func (f Forwarder) Forward(ctx context.Context, srv api.Forwarder_ForwardServer)
 
 // dialIn connects to 127.0.0.1:port in the network namespace of pid; the
 // socket stays in that namespace whatever thread uses it later.
-func dialIn(pid, port int) (*net.TCPConn, error) {
-	type result struct {
-		c   *net.TCPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread is dropped, not reused, if it cannot go back.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: err}
-			return
+func dialIn(pid, port int) (c *net.TCPConn, err error) {
+	err = inNetNSOf(pid, func() error {
+		conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			c = conn.(*net.TCPConn)
 		}
-		defer orig.Close()
-		target, err := netns.GetFromPid(pid)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ch <- result{c: c.(*net.TCPConn)}
-	}()
-	r := <-ch
-	return r.c, r.err
+		return err
+	})
+	return c, err
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	goruntime "runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -296,34 +295,14 @@ func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
 
 // listenOnHost listens on a TCP address of the host's network namespace,
 // also from an owner process that lives in its container's.
-func listenOnHost(addr string) (net.Listener, error) {
+func listenOnHost(addr string) (l net.Listener, err error) {
 	ns := hostNetNS()
 	if ns == nil {
 		return net.Listen("tcp", addr)
 	}
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		goruntime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		l, err := net.Listen("tcp", addr)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			goruntime.UnlockOSThread()
-		}
-		ch <- result{l, err}
-	}()
-	r := <-ch
-	return r.l, r.err
+	err = network.Do(ns, func() error {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
 }

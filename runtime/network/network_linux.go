@@ -15,14 +15,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNS runs fn on a thread in the network namespace at nsPath. The thread
-// is dropped, not reused, if it cannot be moved back.
+// inNS runs fn on a thread in the network namespace at nsPath.
 func inNS(nsPath string, fn func() error) error {
-	target, err := netns.GetFromPath(nsPath)
+	f, err := os.Open(nsPath)
 	if err != nil {
 		return fmt.Errorf("network namespace %s: %w", nsPath, err)
 	}
-	defer target.Close()
+	defer f.Close()
+	return Do(f, fn)
+}
+
+// Do runs fn on a thread in the network namespace ns (an open nsfs file):
+// sockets fn makes stay in it, processes it starts are born in it. The
+// thread is dropped, not reused, if it cannot be moved back.
+func Do(ns *os.File, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -32,8 +38,8 @@ func inNS(nsPath string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("entering %s: %w", nsPath, err)
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering network namespace %s: %w", ns.Name(), err)
 			return
 		}
 		err = fn()
@@ -354,27 +360,5 @@ func Disconnect(nsPath, ifName string) error {
 	return nil
 }
 
-// StartIn starts cmd in the network namespace of ns (an open nsfs file):
-// the child is forked from a thread that entered it.
-func StartIn(ns *os.File, cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering the host's network namespace: %w", err)
-			return
-		}
-		err = cmd.Start()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+// StartIn starts cmd in the network namespace of ns (an open nsfs file).
+func StartIn(ns *os.File, cmd *exec.Cmd) error { return Do(ns, cmd.Start) }

@@ -33,3 +33,5 @@ func Disconnect(nsPath, ifName string) error { return nil }
 func SameAsInit(nsPath string) bool { return false }
 
 func StartIn(ns *os.File, cmd *exec.Cmd) error { return cmd.Start() }
+
+func Do(ns *os.File, fn func() error) error { return fn() }

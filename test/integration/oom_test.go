@@ -27,69 +27,71 @@ func TestOOMEventCLI(t *testing.T) {
 	v.detach("run", "--detach", "--bundle", b.Dir, id)
 	defer v.run("", "delete", "--force", id)
 
-	ev := v.cmd("events", "--interval", "1s", id)
-	out, err := ev.StdoutPipe()
+	line := firstLineWith(t, v.cmd("events", "--interval", "1s", id), `"type":"oom"`, 90*time.Second)
+	if !strings.Contains(line, id) {
+		t.Errorf("oom event %q is not about %s", line, id)
+	}
+}
+
+// firstLineWith starts cmd and returns the first line of its output that
+// contains s, failing the test if none comes within d; cmd is killed.
+func firstLineWith(t *testing.T, cmd *exec.Cmd, s string, d time.Duration) string {
+	t.Helper()
+	return waitLine(t, startLines(t, cmd, s), s, d)
+}
+
+// startLines starts cmd (killed when the test ends) and sends the first
+// line of its output that contains s; the channel closes if none does.
+func startLines(t *testing.T, cmd *exec.Cmd, s string) <-chan string {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ev.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = ev.Process.Kill(); _ = ev.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	got := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"type":"oom"`) {
+			if strings.Contains(sc.Text(), s) {
 				got <- sc.Text()
 				return
 			}
 		}
 		close(got)
 	}()
+	return got
+}
+
+func waitLine(t *testing.T, lines <-chan string, s string, d time.Duration) string {
+	t.Helper()
 	select {
-	case line, ok := <-got:
-		if !ok || !strings.Contains(line, id) {
-			t.Fatalf("events ended without an oom event for %s (%q)", id, line)
+	case line, ok := <-lines:
+		if !ok {
+			t.Fatalf("output ended without a line with %q", s)
 		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("no oom event within 90s")
+		return line
+	case <-time.After(d):
+		t.Fatalf("no line with %q within %s", s, d)
 	}
+	return ""
 }
 
 // The shim publishes TaskOOM, which containerd's event stream shows.
 func TestOOMEventContainerd(t *testing.T) {
 	c := startContainerd(t)
 	img := c.importBusybox()
+	// ctr events subscribes before the container exists.
 	ev := exec.Command(filepath.Join(c.bin, "ctr"), "--address", c.sock(), "-n", c.ns, "events")
-	out, err := ev.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ev.Process.Kill(); _ = ev.Wait() }()
-	got := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "/tasks/oom") {
-				got <- sc.Text()
-				return
-			}
-		}
-		close(got)
-	}()
+	lines := startLines(t, ev, "/tasks/oom")
+	time.Sleep(500 * time.Millisecond)
 	c.ctrOK("run", "-d", "--runtime", "io.containerd.vz.v2", "--memory-limit", "67108864",
 		"--mount", "type=tmpfs,src=tmpfs,dst=/mem,options=size=300m", img, "oom-ctr", "sh", "-c", fillMemory)
 	defer c.ctr("", "task", "kill", "-s", "KILL", "oom-ctr")
-	select {
-	case line, ok := <-got:
-		if !ok || !strings.Contains(line, "oom-ctr") {
-			t.Fatalf("no TaskOOM for oom-ctr (%q)", line)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("no /tasks/oom event within 90s")
+	if line := waitLine(t, lines, "/tasks/oom", 120*time.Second); !strings.Contains(line, "oom-ctr") {
+		t.Errorf("TaskOOM %q is not about oom-ctr", line)
 	}
 }
