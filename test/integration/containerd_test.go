@@ -53,8 +53,14 @@ type ctrd struct {
 
 func startContainerd(t *testing.T) *ctrd {
 	t.Helper()
+	return startContainerdFrom(t, containerdBin(t))
+}
+
+// startContainerdFrom starts the containerd and ctr in bin; its config
+// (version 3) suits containerd 2.0 and later.
+func startContainerdFrom(t *testing.T, bin string) *ctrd {
+	t.Helper()
 	requiresVM(t)
-	bin := containerdBin(t)
 	dir, err := os.MkdirTemp("", "vzrun-ctrd-")
 	if err != nil {
 		t.Fatal(err)

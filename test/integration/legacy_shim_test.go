@@ -1,13 +1,10 @@
 package integration
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // legacyContainerdVersion starts shims through the protocol of containerd
@@ -39,51 +36,13 @@ func legacyContainerdBin(t *testing.T) string {
 	return dir
 }
 
-// startContainerdFrom is startContainerd with the containerd and ctr in
-// bin; its config (version 3) suits containerd 2.0 and later.
-func startContainerdFrom(t *testing.T, bin string) *ctrd {
-	t.Helper()
-	requiresVM(t)
-	dir, err := os.MkdirTemp("", "vzrun-ctrd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &ctrd{t: t, dir: dir, bin: bin, ns: "vzrun-test-" + strings.TrimPrefix(filepath.Base(dir), "vzrun-ctrd-")}
-	config := fmt.Sprintf(`version = 3
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[debug]
-  address = %[5]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock(), c.sock()+".ttrpc", filepath.Join(dir, "debug.sock"))
-	writeFile(t, filepath.Join(dir, "config.toml"), config)
-	logs, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.logs = logs
-	c.cmd = exec.Command(filepath.Join(bin, "containerd"), "--config", filepath.Join(dir, "config.toml"), "--log-level", "debug")
-	c.cmd.Stdout, c.cmd.Stderr = logs, logs
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Join(repoRoot, "_output", "bin")+":"+os.Getenv("PATH"))
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.stop)
-	waitFor(t, 30*time.Second, func() bool { _, err := os.Stat(c.sock()); return err == nil })
-	if v := c.ctrOK("version"); !strings.Contains(v, strings.TrimPrefix(legacyContainerdVersion, "v")) {
-		t.Fatalf("want containerd %s, got:\n%s", legacyContainerdVersion, v)
-	}
-	return c
-}
-
 // TestLegacyShimStartCtrRun runs a container through the shim under
 // containerd 2.2, whose shim start the shim answers itself.
 func TestLegacyShimStartCtrRun(t *testing.T) {
 	c := startContainerdFrom(t, legacyContainerdBin(t))
+	if v := c.ctrOK("version"); !strings.Contains(v, strings.TrimPrefix(legacyContainerdVersion, "v")) {
+		t.Fatalf("want containerd %s, got:\n%s", legacyContainerdVersion, v)
+	}
 	img := c.importBusybox()
 	out, errs, code := c.ctr("", "run", "--rm", "--runtime", "io.containerd.vz.v2", img, "legacy-echo", "echo", "hi")
 	if code != 0 || out != "hi\n" {
