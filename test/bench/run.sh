@@ -1,71 +1,101 @@
 #!/usr/bin/env bash
-# run.sh — vzrun next to runc on this machine, from one run: end-to-end
-# `run` of busybox `true`, create+start, exec, and the boot breakdown.
-# Prints Markdown tables (median, p95, ratio to runc). Needs hyperfine.
+# run.sh — vzrun next to runc and gVisor's runsc on this machine, from one
+# run: end-to-end `run` of busybox `true`, create+start, exec, teardown and
+# the boot breakdown; then memory.sh (host memory per idle container, the
+# most idle containers that start) and io.sh (stdout through the relay,
+# fio on the rootfs). Prints Markdown tables (median, p95, ratios).
+# Needs hyperfine. Everything it starts it stops and removes.
 #
-# Environment: VZRUN (default _output/bin/vzrun), RUNC (default runc),
-# RUNS (default 10).
+# Environment: VZRUN, RUNC, RUNSC (see lib.sh), RUNS (default 10),
+# BENCH_ONLY=latency to skip memory.sh and io.sh.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/../.." && pwd)
-vzrun=${VZRUN:-$here/_output/bin/vzrun}
-runc=${RUNC:-runc}
+. "$(dirname "$0")/lib.sh"
 runs=${RUNS:-10}
 work=$(mktemp -d "${TMPDIR:-/tmp}/vzrun-bench.XXXXXX")
-trap 'for r in runc vz; do for id in $(ls "$work/$r-root" 2>/dev/null); do
-	"$([ $r = runc ] && echo "$runc" || echo "$vzrun")" --root "$work/$r-root" delete -f "$id" >/dev/null 2>&1 || true; done; done
-	rm -rf "$work"' EXIT
+cleanup() {
+	set +e
+	[ -z "$bg_pid" ] || { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
+	for r in runc runsc vz; do reap "$r" "$work/$r-root"; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$here/test/mkbundle.sh" "$work/bundle" >/dev/null
-cfg=$work/bundle/config.json
-sed -i 's/"terminal": true/"terminal": false/; s/^\(\t*\)"sh"$/\1"true"/' "$cfg"
-cp -r "$work/bundle" "$work/sleeper"
-sed -i 's/^\(\t*\)"true"$/\1"sleep", "3600"/' "$work/sleeper/config.json"
+bundle "$work/bundle" true
+bundle "$work/sleeper" sleep 3600
+acc=$(accel "$work/vz-root" "$work/bundle")
 
-accel=$("$vzrun" --debug --root "$work/vz-root" run --bundle "$work/bundle" accel-probe 2>&1 >/dev/null | grep "vm ready" | sed -n "s/.* accel=\([a-z]*\).*/\1/p" | head -1)
-
-# stats FILE: median and p95 of hyperfine's JSON times, in ms.
-stats() {
-	python3 - "$1" <<'PY'
-import json, sys
-t = sorted(json.load(open(sys.argv[1]))["results"][0]["times"])
-med = t[len(t)//2] if len(t) % 2 else (t[len(t)//2-1] + t[len(t)//2]) / 2
-p95 = t[min(len(t)-1, int(round(0.95*(len(t)-1))))]
-print(f"{med*1000:.0f} {p95*1000:.0f}")
-PY
+# cmd RUNTIME ARGS...: the runtime's command line with its own root (vz
+# restores its VMs from templates, its default).
+cmd() {
+	local r=$1
+	shift
+	case $r in
+	vz) echo "$vzrun --root $work/vz-root $*" ;;
+	*) echo "$(bin "$r") --root $work/$r-root $*" ;;
+	esac
 }
 
-row() { # name runc-json vz-json
-	read -r rm rp < <(stats "$2")
-	read -r vm vp < <(stats "$3")
-	printf '| %s | %s ms | %s ms | %s ms | %s ms | %.1fx |\n' "$1" "$rm" "$rp" "$vm" "$vp" "$(echo "$vm / $rm" | bc -l)"
+# row NAME: one table row from the runc, runsc and vz JSON of bench $n.
+row() {
+	local rm rp sm sp vm vp
+	read -r rm rp < <(hstats "$work/runc$n.json")
+	read -r sm sp < <(hstats "$work/runsc$n.json")
+	read -r vm vp < <(hstats "$work/vz$n.json")
+	printf '| %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s |\n' "$1" \
+		"$rm" "$rp" "$sm" "$sp" "$vm" "$vp" "$(ratio "$vm" "$rm")" "$(ratio "$vm" "$sm")"
 }
 
+# bench NAME CMD [PREPARE]: CMD and PREPARE are templates in which @RT@
+# stands for the runtime's command line and @DETACH@ for its detach flag.
 n=0
-bench() { # name cmd-runc cmd-vz [prepare-runc prepare-vz]
-	n=$((n+1))
-	hyperfine -N -w 1 -r "$runs" --export-json "$work/r$n.json" ${4:+--prepare "$4"} "$2" >/dev/null 2>&1
-	hyperfine -N -w 1 -r "$runs" --export-json "$work/v$n.json" ${5:+--prepare "$5"} "$3" >/dev/null 2>&1
-	row "$1" "$work/r$n.json" "$work/v$n.json"
+bench() {
+	local r c p
+	n=$((n + 1))
+	for r in runc runsc vz; do
+		c=${2//@RT@/$(cmd "$r")}
+		p=${3:-}
+		p=${p//@RT@/$(cmd "$r")}
+		p=${p//@DETACH@/$(detach "$r")}
+		bgwait hyperfine -N -w 1 -r "$runs" --export-json "$work/$r$n.json" ${p:+--prepare "$p"} "$c" >/dev/null 2>&1 ||
+			{ echo "run.sh: $r: $c failed" >&2; exit 1; }
+	done
+	row "$1"
 }
 
 cd "$work"
-echo "## vzrun vs runc, $(date -u +%Y-%m-%d), $(nproc) cores, accelerator: ${accel:-unknown}, $runs runs each"
+echo "## vzrun vs runc and runsc, $(date -u +%Y-%m-%d), $(nproc) cores, accelerator: ${acc:-unknown}, $runs runs each"
 echo
-echo "| benchmark | runc median | runc p95 | vzrun median | vzrun p95 | vzrun/runc |"
-echo "|---|---|---|---|---|---|"
-bench "run busybox true (cold boot)" \
-	"$runc --root $work/runc-root run --bundle $work/bundle b1" \
-	"$vzrun --root $work/vz-root run --bundle $work/bundle b1"
+echo "$("$runc" --version | head -1), runsc $runsc_version (systrap), vzrun $("$vzrun" --version | head -1 | awk '{print $NF}')"
+echo
+echo "| benchmark | runc median | runc p95 | runsc median | runsc p95 | vzrun median | vzrun p95 | vzrun/runc | vzrun/runsc |"
+echo "|---|---|---|---|---|---|---|---|---|"
+bench "run busybox true (cold boot)" "env VZRUN_TEMPLATE=0 @RT@ run --bundle $work/bundle b1"
+# vzrun's default: the VM restored from a template (the warm-up run saves
+# it if there is none). Every row below uses templates too.
+bench "run busybox true (VM template)" "@RT@ run --bundle $work/bundle b1"
 bench "create + start + delete -f (sleep)" \
-	"sh -c '$runc --root $work/runc-root create --bundle $work/sleeper b2 </dev/null >/dev/null 2>&1 && $runc --root $work/runc-root start b2 && $runc --root $work/runc-root delete -f b2'" \
-	"sh -c '$vzrun --root $work/vz-root create --bundle $work/sleeper b2 </dev/null >/dev/null 2>&1 && $vzrun --root $work/vz-root start b2 && $vzrun --root $work/vz-root delete -f b2'"
-"$runc" --root "$work/runc-root" run -d --bundle "$work/sleeper" e1 </dev/null >/dev/null 2>&1
-"$vzrun" --root "$work/vz-root" run -d --bundle "$work/sleeper" e1 </dev/null >/dev/null 2>&1
-bench "exec true in a running container" \
-	"$runc --root $work/runc-root exec e1 true" \
-	"$vzrun --root $work/vz-root exec e1 true"
+	"sh -c '@RT@ create --bundle $work/sleeper b2 </dev/null >/dev/null 2>&1 && @RT@ start b2 && @RT@ delete --force b2'"
+for r in runc runsc vz; do
+	bgwait $(cmd "$r") run "$(detach "$r")" --bundle "$work/sleeper" e1 </dev/null >/dev/null 2>&1
+done
+bench "exec true in a running container" "@RT@ exec e1 true"
+for r in runc runsc vz; do $(cmd "$r") delete --force e1 >/dev/null 2>&1; done
+bench "delete -f of a running container (teardown)" "@RT@ delete --force t1" \
+	"sh -c '@RT@ run @DETACH@ --bundle $work/sleeper t1 </dev/null >/dev/null 2>&1'"
 echo
-echo "Boot breakdown of one vzrun run (--debug):"
+echo "Boot breakdown of one cold vzrun run (--debug):"
 echo
-"$vzrun" --debug --root "$work/vz-root" run --bundle "$work/bundle" b3 2>&1 >/dev/null |
-	grep -o 'msg="[a-z ]*".*' | sed 's/^/    /'
+bgwait $vzcold --debug --root "$work/vz-root" run --bundle "$work/bundle" b3 2>"$work/b3.log" >/dev/null
+grep -o 'msg="[a-z ]*".*' "$work/b3.log" | sed 's/^/    /'
+echo
+echo "Breakdown of one vzrun run from a VM template (--debug):"
+echo
+bgwait $vzrun --debug --root "$work/vz-root" run --bundle "$work/bundle" b4 2>"$work/b4.log" >/dev/null
+grep -o 'msg="[a-z ]*".*' "$work/b4.log" | sed 's/^/    /'
+
+[ "${BENCH_ONLY:-}" = latency ] && exit 0
+echo
+bgwait "$here/test/bench/memory.sh"
+echo
+bgwait "$here/test/bench/io.sh"
