@@ -33,7 +33,7 @@ RUNC   := $(CACHE)/runc-$(RUNC_VERSION)-$(ARCH)/runc
 
 APT_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 busybox-static e2fsprogs erofs-utils \
 	runc build-essential bc flex bison libelf-dev cpio kmod iproute2 protobuf-compiler \
-	libseccomp-dev pkg-config hyperfine python3 iptables iperf3 fio
+	libseccomp-dev pkg-config hyperfine python3 iptables iperf3 fio bats gawk
 
 export PATH := $(BIN):$(HOME)/go/bin:$(PATH)
 
@@ -145,6 +145,10 @@ test: all guest-arm64 test-deps lint check-protos ## lint, unit tests and integr
 .PHONY: conformance
 conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (about 11 minutes)
 	VZRUN=$(BIN)/vzrun OUT=$(OUT) test/conformance/run.sh
+
+.PHONY: bats
+bats: all ## runc's own bats suite (a subset), vzrun next to the pinned runc (about 20 minutes)
+	VZRUN=$(BIN)/vzrun RUNC=$(RUNC) OUT=$(OUT) test/bats/run.sh
 
 .PHONY: bench
 bench: all test-deps $(RUNSC) ## vzrun next to runc and gVisor's runsc on this machine (median, p95, ratio)

@@ -133,15 +133,15 @@ func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, exited string) err
 		return errors.New(string(msg))
 	}
 	if pidFile != "" {
-		if err := writePidFile(pidFile, cmd.Process.Pid); err != nil {
+		if err := WritePidFile(pidFile, cmd.Process.Pid); err != nil {
 			return err
 		}
 	}
 	return cmd.Process.Release()
 }
 
-// writePidFile writes pid atomically, as runc does.
-func writePidFile(path string, pid int) error {
+// WritePidFile writes pid atomically, as runc does.
+func WritePidFile(path string, pid int) error {
 	path, err := filepath.Abs(path)
 	if err != nil {
 		return err

@@ -99,7 +99,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "prepare": time.Since(tp)}).Debug("hooks and network done")
 	t0 := time.Now()
 	if o.PidFile != "" {
-		if err := writePidFile(o.PidFile, os.Getpid()); err != nil {
+		if err := WritePidFile(o.PidFile, os.Getpid()); err != nil {
 			return -1, err
 		}
 	}

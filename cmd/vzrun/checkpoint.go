@@ -13,6 +13,11 @@ func notSupported(name, why string) *cli.Command {
 		Usage:           "not supported: " + why,
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
+			// Flags are not parsed (any of runc's are accepted), so help is asked here.
+			if a := c.Args().First(); a == "-h" || a == "--help" {
+				cli.HelpPrinter(c.App.Writer, cli.CommandHelpTemplate, c.Command)
+				return nil
+			}
 			return fmt.Errorf("%s is not supported by vzrun: %s: %w", name, why, errdefs.ErrNotImplemented)
 		},
 	}

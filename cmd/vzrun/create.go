@@ -16,6 +16,7 @@ var createFlags = []cli.Flag{
 	&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
 	&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
 	&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
+	&cli.StringFlag{Name: "pidfd-socket", Usage: "unix socket to send a pidfd of the container's pid (its VM's owner) to"},
 }
 
 var createCommand = &cli.Command{
@@ -31,7 +32,15 @@ var createCommand = &cli.Command{
 		if err := noPreservedFds(c); err != nil {
 			return err
 		}
-		return newRuntime(c).Create(c.Context, createOptions(c, id))
+		r := newRuntime(c)
+		if err := r.Create(c.Context, createOptions(c, id)); err != nil {
+			return err
+		}
+		if err := sendPidfd(c, r, id); err != nil {
+			_ = r.Delete(c.Context, id, true)
+			return err
+		}
+		return nil
 	},
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/urfave/cli/v2"
 
 	"github.com/vzrun/vzrun/runtime"
@@ -25,44 +27,78 @@ var execCommand = &cli.Command{
 		&cli.StringFlag{Name: "cwd", Usage: "working directory in the container"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "KEY=VALUE to add to the environment"},
 		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "UID[:GID]"},
+		&cli.Int64SliceFlag{Name: "additional-gids", Aliases: []string{"g"}, Usage: "additional group id (repeatable)"},
 		&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "capability to add"},
 		&cli.BoolFlag{Name: "no-new-privs", Usage: "set no_new_privs"},
 		&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
 		&cli.IntFlag{Name: "ready-fd", Hidden: true},
 	},
 	Action: func(c *cli.Context) error {
-		if c.NArg() < 1 {
-			return fmt.Errorf("exec: want <container-id> [command [args...]]")
-		}
-		if err := noPreservedFds(c); err != nil {
-			return err
-		}
-		id := c.Args().First()
-		r := newRuntime(c)
-		proc, err := execProcess(c, r, id)
-		if err != nil {
-			return err
-		}
-		o := runtime.ExecOptions{ID: id, Process: proc, ConsoleSocket: c.String("console-socket"), PidFile: c.String("pid-file")}
-		if c.Bool("detach") {
-			o.Detach = true
-			o.Self = detachedSelf(c)
-		}
-		if fd := c.Int("ready-fd"); fd > 0 {
-			if o.Ready, err = readyPipe(fd); err != nil {
-				return err
-			}
-			o.PidFile = ""
-		}
-		status, err := r.Exec(c.Context, o)
-		if err != nil {
-			return err
-		}
-		if !o.Detach {
-			os.Exit(status)
+		// As with runc, an exec that fails exits 255, which the process's
+		// own exit status rarely is.
+		if err := execAction(c); err != nil {
+			return cli.Exit(fmt.Sprintf("vzrun: %v", err), 255)
 		}
 		return nil
 	},
+}
+
+func execAction(c *cli.Context) error {
+	if c.NArg() < 1 {
+		return fmt.Errorf("exec: want <container-id> [command [args...]]")
+	}
+	if err := noPreservedFds(c); err != nil {
+		return err
+	}
+	id := c.Args().First()
+	r := newRuntime(c)
+	// runc's words; there is no --ignore-paused: a paused VM's vCPUs are stopped.
+	if st, err := r.State(c.Context, id); err == nil && st.Status == runtime.StatusPaused {
+		return fmt.Errorf("cannot exec in a paused container %s: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	proc, err := execProcess(c, r, id)
+	if err != nil {
+		return err
+	}
+	o := runtime.ExecOptions{ID: id, Process: proc, ConsoleSocket: c.String("console-socket"), PidFile: c.String("pid-file")}
+	if c.Bool("detach") {
+		// The relay reads the process again: hand it the one resolved
+		// here, in a file it can open (--process may be a pipe the relay
+		// does not inherit, such as /dev/fd/63). It has read the file by
+		// the time Exec returns.
+		path, err := writeProcessFile(proc)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(path)
+		o.Detach = true
+		o.Self = detachedSelf(c, path)
+	}
+	if fd := c.Int("ready-fd"); fd > 0 {
+		if o.Ready, err = readyPipe(fd); err != nil {
+			return err
+		}
+		o.PidFile = ""
+	}
+	// In the foreground this process relays the exec's stdio and
+	// signals and exits with its status: it is the exec's pid, as a
+	// detached exec's relay is.
+	if !o.Detach && o.PidFile != "" {
+		if err := runtime.WritePidFile(o.PidFile, os.Getpid()); err != nil {
+			return err
+		}
+	}
+	status, err := r.Exec(c.Context, o)
+	if err != nil {
+		if !o.Detach && o.PidFile != "" {
+			_ = os.Remove(o.PidFile)
+		}
+		return err
+	}
+	if !o.Detach {
+		os.Exit(status)
+	}
+	return nil
 }
 
 // execProcess is --process, or the container's process with the command
@@ -112,30 +148,73 @@ func execProcess(c *cli.Context, r *runtime.Runtime, id string) (p *specsProcess
 			p.User.GID = uint32(g)
 		}
 	}
+	for _, g := range c.Int64Slice("additional-gids") {
+		if g < 0 || g > math.MaxUint32 {
+			return nil, fmt.Errorf("--additional-gids %d: out of range", g)
+		}
+		p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
+	}
 	if caps := c.StringSlice("cap"); len(caps) > 0 && p.Capabilities != nil {
 		p.Capabilities.Bounding = append(p.Capabilities.Bounding, caps...)
 		p.Capabilities.Effective = append(p.Capabilities.Effective, caps...)
 		p.Capabilities.Permitted = append(p.Capabilities.Permitted, caps...)
+		// As with runc: ambient only where the spec gives an inheritable
+		// set, without which the kernel refuses an ambient capability.
+		if p.Capabilities.Inheritable != nil {
+			p.Capabilities.Ambient = append(p.Capabilities.Ambient, caps...)
+		}
 	}
-	if c.Bool("no-new-privs") {
-		p.NoNewPrivileges = true
+	if c.IsSet("no-new-privs") {
+		p.NoNewPrivileges = c.Bool("no-new-privs")
 	}
 	return p, nil
 }
 
+// writeProcessFile writes p to a new private file and returns its path.
+func writeProcessFile(p *specsProcess) (string, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "vzrun-exec-*.json")
+	if err != nil {
+		return "", fmt.Errorf("writing the process for the relay: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", fmt.Errorf("writing the process for the relay: %w", err)
+	}
+	return f.Name(), nil
+}
+
 // detachedSelf is this command line without --detach, to run in the
-// background as the exec's relay.
-func detachedSelf(c *cli.Context) []string {
+// background as the exec's relay, with --process processFile in place of
+// any --process (with one, the command's args are not used).
+func detachedSelf(c *cli.Context, processFile string) []string {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
 	}
 	args := []string{exe}
-	done := false
+	done, skip := false, false
 	for _, a := range os.Args[1:] {
+		if skip {
+			skip = false
+			continue
+		}
 		if !done {
 			switch a {
 			case "-d", "--detach", "-detach", "--detach=true":
+				continue
+			case "-p", "--process", "-process":
+				skip = true
+				continue
+			}
+			if strings.HasPrefix(a, "-p=") || strings.HasPrefix(a, "--process=") || strings.HasPrefix(a, "-process=") {
 				continue
 			}
 			if a == "exec" {
@@ -143,6 +222,7 @@ func detachedSelf(c *cli.Context) []string {
 				continue
 			}
 			if a == c.Args().First() {
+				args = append(args, "--process", processFile)
 				done = true
 			}
 		}

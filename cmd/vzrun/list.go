@@ -18,6 +18,13 @@ var listCommand = &cli.Command{
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "ids only"},
 	},
 	Action: func(c *cli.Context) error {
+		// As with runc: a missing default root means no containers yet, a
+		// missing --root given by the caller is an error.
+		if c.IsSet("root") {
+			if _, err := os.Stat(c.String("root")); err != nil {
+				return fmt.Errorf("--root: %w", err)
+			}
+		}
 		list, err := newRuntime(c).List(c.Context)
 		if err != nil {
 			return err

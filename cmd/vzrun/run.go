@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/containerd/console"
@@ -30,11 +31,18 @@ var runCommand = &cli.Command{
 			if err := r.Create(c.Context, createOptions(c, id)); err != nil {
 				return err
 			}
+			if err := sendPidfd(c, r, id); err != nil {
+				_ = r.Delete(c.Context, id, true)
+				return err
+			}
 			if err := r.Start(c.Context, id); err != nil {
 				_ = r.Delete(c.Context, id, true)
 				return err
 			}
 			return nil
+		}
+		if c.IsSet("pidfd-socket") {
+			return fmt.Errorf("--pidfd-socket: only with create or run --detach (a foreground run's pid is this process)")
 		}
 		opts := runtime.RunOptions{ID: id, Bundle: c.String("bundle"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 			PidFile: c.String("pid-file"), Keep: c.Bool("keep")}
