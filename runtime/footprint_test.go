@@ -1,9 +1,12 @@
 package runtime
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestParseProcStat(t *testing.T) {
@@ -44,6 +47,13 @@ func TestVMProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		// Measured once it runs: blocked reading its stdin, past exec.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			st, err := readProcStat(cmd.Process.Pid)
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); err == nil && st.rssPages > 0 && filepath.Base(exe) != filepath.Base(os.Args[0]) {
+				break
+			}
+		}
 		return cmd.Process.Pid
 	}
 	vmm := start(stateDir, "cat")
