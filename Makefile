@@ -33,7 +33,7 @@ RUNC   := $(CACHE)/runc-$(RUNC_VERSION)-$(ARCH)/runc
 
 APT_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 busybox-static e2fsprogs erofs-utils \
 	runc build-essential bc flex bison libelf-dev cpio kmod iproute2 protobuf-compiler \
-	libseccomp-dev pkg-config hyperfine python3 iptables iperf3 fio bats gawk
+	libseccomp-dev pkg-config hyperfine python3 iptables iperf3 fio bats gawk jq
 
 export PATH := $(BIN):$(HOME)/go/bin:$(PATH)
 
@@ -147,7 +147,7 @@ conformance: all ## OCI runtime-tools validation suite, vzrun next to runc (abou
 	VZRUN=$(BIN)/vzrun OUT=$(OUT) test/conformance/run.sh
 
 .PHONY: bats
-bats: all ## runc's own bats suite (a subset), vzrun next to the pinned runc (about 20 minutes)
+bats: all ## runc's own bats suite (a subset), vzrun next to the pinned runc (about 15 minutes)
 	VZRUN=$(BIN)/vzrun RUNC=$(RUNC) OUT=$(OUT) test/bats/run.sh
 
 .PHONY: bench

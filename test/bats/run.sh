@@ -54,8 +54,8 @@ log() { printf 'bats: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "must run as root"
-for tool in go bats jq tar timeout awk pgrep script; do
-	command -v "$tool" >/dev/null || die "missing tool: $tool (bats: apt-get install bats)"
+for tool in go bats jq gawk tar timeout pgrep script mkfifo; do
+	command -v "$tool" >/dev/null || die "missing tool: $tool (make deps installs bats and gawk)"
 done
 
 declare -A BIN=([runc]=$RUNC [vzrun]=$VZRUN)
