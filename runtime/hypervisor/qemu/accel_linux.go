@@ -41,8 +41,20 @@ func ChooseAccel(ctx context.Context, kernel, initrd, cacheDir string) (accel, w
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err == nil {
 		_ = os.WriteFile(cache, []byte(accel+" "+why+"\n"), 0o644)
+		removeStaleVerdicts(cacheDir, cache)
 	}
 	return accel, why
+}
+
+// removeStaleVerdicts removes probe verdicts of other inputs (every
+// rebuilt initrd makes a new one) untouched for a week.
+func removeStaleVerdicts(cacheDir, keep string) {
+	old, _ := filepath.Glob(filepath.Join(cacheDir, "accel-*"))
+	for _, f := range old {
+		if fi, err := os.Stat(f); err == nil && f != keep && time.Since(fi.ModTime()) > 7*24*time.Hour {
+			_ = os.Remove(f)
+		}
+	}
 }
 
 func probeKVM(ctx context.Context, kernel, initrd string) error {
