@@ -37,6 +37,11 @@ type process struct {
 	spec          *specs.Process
 	wantStdin     bool
 	consoleSocket *runc.Socket
+	// clearONLCR: the host relays the terminal to its caller's own
+	// terminal, which translates newlines (runc's foreground run -t).
+	clearONLCR bool
+	// debug runs the exec's runc with --debug.
+	debug bool
 
 	status   int
 	exitedAt time.Time

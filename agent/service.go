@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/console"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
@@ -111,6 +114,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if err != nil {
 		return nil, err
 	}
+	if req.Rootfs.Type == "9p" && spec.Linux != nil {
+		if err := c.twinSpecialFiles(root, spec.Linux.ReadonlyPaths); err != nil {
+			return nil, err
+		}
+	}
 	shares := map[string]string{}
 	for _, sh := range req.Shares {
 		mp, err := s.mountShare(sh.Tag, sh.FsType)
@@ -122,6 +130,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if err := guestSpec(&spec, id, root, shares); err != nil {
 		return nil, err
 	}
+	asLimit := takeAddressSpaceLimit(spec.Process)
 	b, err := json.Marshal(&spec)
 	if err != nil {
 		return nil, err
@@ -134,8 +143,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		Root:      runcRoot,
 		Log:       filepath.Join(c.bundle, "runc.log"),
 		LogFormat: runc.JSON,
+		Debug:     req.Debug,
 	}
 	c.init = newProcess(id, "")
+	c.init.clearONLCR = req.ClearOnlcr
 	pidFile := filepath.Join(c.bundle, "init.pid")
 	opts := &runc.CreateOpts{PidFile: pidFile}
 	if err := c.init.prepareIO(spec.Process, req.Stdin, func(cs runc.ConsoleSocket, io runc.IO) {
@@ -148,13 +159,16 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		return nil, c.runcError("creating container", err)
 	}
 	pid, err := c.init.finishIO(pidFile)
+	if err == nil {
+		err = setAddressSpaceLimit(pid, asLimit)
+	}
 	if err != nil {
 		_ = c.runc.Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
 		return nil, err
 	}
 	s.exits.register(pid, c.init)
 	s.containers[id] = c
-	return &api.CreateContainerResponse{Pid: uint32(pid)}, nil
+	return &api.CreateContainerResponse{Pid: uint32(pid), RuncLog: runcLogSince(c.runc.Log, 0, req.Debug)}, nil
 }
 
 // mountRootfs mounts the container's root and returns its guest path.
@@ -258,6 +272,41 @@ func lastRuncError(path string) string {
 	return msg
 }
 
+// runcLogSince is what runc logged to path from offset off on, for the
+// host's log: warnings and errors, and debug lines if debug. The lines are
+// runc's own JSON.
+func runcLogSince(path string, off int64, debug bool) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil
+	}
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e struct{ Level string }
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if debug || (e.Level != "debug" && e.Level != "info" && e.Level != "trace") {
+			lines = append(lines, sc.Text())
+		}
+	}
+	return lines
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 func (c *container) cleanup() {
 	for i := len(c.mounts) - 1; i >= 0; i-- {
 		_ = unix.Unmount(c.mounts[i], unix.MNT_DETACH)
@@ -298,6 +347,12 @@ func (p *process) finishIO(pidFile string) (int, error) {
 		con, err := p.consoleSocket.ReceiveMaster()
 		if err != nil {
 			return 0, fmt.Errorf("receiving the terminal: %w", err)
+		}
+		if p.clearONLCR {
+			if err := console.ClearONLCR(con.Fd()); err != nil {
+				_ = con.Close()
+				return 0, fmt.Errorf("clearing ONLCR on the terminal: %w", err)
+			}
 		}
 		p.setConsole(con)
 		p.consoleSocket = nil
@@ -368,7 +423,10 @@ func (s *Service) Start(ctx context.Context, req *api.StartRequest) (_ *api.Star
 	}); err != nil {
 		return nil, err
 	}
-	if err := c.runc.Exec(ctx, c.id, *p.spec, opts); err != nil {
+	r := *c.runc
+	r.Debug = p.debug
+	logFrom := fileSize(r.Log)
+	if err := r.Exec(ctx, c.id, *p.spec, opts); err != nil {
 		p.closeIO()
 		p.setExited(255, time.Now())
 		return nil, c.runcError("exec", err)
@@ -378,7 +436,7 @@ func (s *Service) Start(ctx context.Context, req *api.StartRequest) (_ *api.Star
 		return nil, err
 	}
 	s.exits.register(pid, p)
-	return &api.StartResponse{Pid: uint32(pid)}, nil
+	return &api.StartResponse{Pid: uint32(pid), RuncLog: runcLogSince(r.Log, logFrom, p.debug)}, nil
 }
 
 func (s *Service) Exec(ctx context.Context, req *api.ExecRequest) (_ *api.Empty, retErr error) {
@@ -406,6 +464,8 @@ func (s *Service) Exec(ctx context.Context, req *api.ExecRequest) (_ *api.Empty,
 	p := newProcess(c.id, req.ExecId)
 	p.spec = &ps
 	p.wantStdin = req.Stdin
+	p.debug = req.Debug
+	p.clearONLCR = req.ClearOnlcr
 	c.execs[req.ExecId] = p
 	return &api.Empty{}, nil
 }

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // guestSpec turns the host's OCI spec into the one runc applies in the
@@ -29,7 +31,7 @@ func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) err
 	if h := s.Hooks; h != nil {
 		s.Hooks = nil
 		if len(h.CreateContainer)+len(h.StartContainer) > 0 {
-			s.Hooks = &specs.Hooks{CreateContainer: h.CreateContainer, StartContainer: h.StartContainer}
+			s.Hooks = &specs.Hooks{CreateContainer: guestHookPaths(h.CreateContainer, rootPath), StartContainer: h.StartContainer}
 		}
 	}
 	s.Process.ApparmorProfile = ""
@@ -96,4 +98,51 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// takeAddressSpaceLimit removes RLIMIT_AS from the process's rlimits and
+// returns it. runc init applies the spec's rlimits to itself and then
+// still has to load the seccomp filter: runc 1.5 (Go 1.21+ reserves ~1.2
+// GiB of address space at start, glibc's malloc arenas more) needs ~1.5
+// GiB, so a smaller RLIMIT_AS fails the create with ENOMEM. The agent sets
+// it on the created init process instead (setAddressSpaceLimit), which
+// only waits for start and then execs the container's process, so that
+// process starts with exactly the spec's limit.
+func takeAddressSpaceLimit(p *specs.Process) *specs.POSIXRlimit {
+	for i, r := range p.Rlimits {
+		if r.Type == "RLIMIT_AS" {
+			p.Rlimits = append(p.Rlimits[:i:i], p.Rlimits[i+1:]...)
+			return &r
+		}
+	}
+	return nil
+}
+
+// setAddressSpaceLimit applies a limit takeAddressSpaceLimit took to pid.
+func setAddressSpaceLimit(pid int, r *specs.POSIXRlimit) error {
+	if r == nil {
+		return nil
+	}
+	lim := unix.Rlimit{Cur: r.Soft, Max: r.Hard}
+	if err := unix.Prlimit(pid, unix.RLIMIT_AS, &lim, nil); err != nil {
+		return fmt.Errorf("setting RLIMIT_AS on the container's process: %w", err)
+	}
+	return nil
+}
+
+// guestHookPaths resolves createContainer hooks. Their path resolves in
+// the runtime's namespace, which for the guest's runc is the initramfs:
+// it has none of the host's programs. A path missing there is taken from
+// the container's root instead (runc runs these hooks before pivot_root,
+// with the root mounted at rootPath), so a hook can be a program of the
+// image or of a bind mount.
+func guestHookPaths(hooks []specs.Hook, rootPath string) []specs.Hook {
+	out := make([]specs.Hook, len(hooks))
+	for i, h := range hooks {
+		if _, err := os.Stat(h.Path); err != nil && filepath.IsAbs(h.Path) {
+			h.Path = filepath.Join(rootPath, h.Path)
+		}
+		out[i] = h
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -10,7 +11,8 @@ func TestGuestSpec(t *testing.T) {
 	s := &specs.Spec{
 		Root:    &specs.Root{Path: "/host/bundle/rootfs", Readonly: true},
 		Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "docker-default"},
-		Hooks:   &specs.Hooks{Poststop: []specs.Hook{{Path: "/usr/bin/cleanup"}}, StartContainer: []specs.Hook{{Path: "/bin/true"}}},
+		Hooks: &specs.Hooks{Poststop: []specs.Hook{{Path: "/usr/bin/cleanup"}}, StartContainer: []specs.Hook{{Path: "/bin/true"}},
+			CreateContainer: []specs.Hook{{Path: "/bin/sh"}, {Path: "/opt/vzrun-test/absent-hook", Args: []string{"hook", "x"}}}},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/var/lib/x/resolv.conf", Options: []string{"rbind", "ro"}},
@@ -37,6 +39,12 @@ func TestGuestSpec(t *testing.T) {
 	if s.Hooks == nil || len(s.Hooks.Poststop) != 0 || len(s.Hooks.StartContainer) != 1 || s.Process.ApparmorProfile != "" {
 		t.Errorf("host-only settings kept: hooks %v apparmor %q", s.Hooks, s.Process.ApparmorProfile)
 	}
+	// createContainer hooks: a path the runtime's root has stays, another
+	// is the container's.
+	if cc := s.Hooks.CreateContainer; len(cc) != 2 || cc[0].Path != "/bin/sh" ||
+		cc[1].Path != "/run/vzrun/shares/rootfs/opt/vzrun-test/absent-hook" || len(cc[1].Args) != 2 {
+		t.Errorf("createContainer hooks %+v", cc)
+	}
 	if s.Mounts[1].Source != "/run/vzrun/shares/m0/resolv.conf" || s.Mounts[2].Source != "/run/vzrun/shares/m1" || s.Mounts[0].Source != "proc" {
 		t.Errorf("mounts %+v", s.Mounts)
 	}
@@ -60,5 +68,32 @@ func TestGuestSpec(t *testing.T) {
 	unshared := &specs.Spec{Root: &specs.Root{Path: "r"}, Process: &specs.Process{}, Mounts: []specs.Mount{{Destination: "/x", Type: "bind", Source: "/nope"}}}
 	if err := guestSpec(unshared, "c2", "/r", nil); err == nil {
 		t.Error("bind mount of an unshared source accepted")
+	}
+}
+
+func TestTakeAddressSpaceLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		in, left []specs.POSIXRlimit
+		taken    *specs.POSIXRlimit
+	}{
+		{name: "none"},
+		{name: "others only", in: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4, Soft: 3}},
+			left: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4, Soft: 3}}},
+		{name: "as among others",
+			in:    []specs.POSIXRlimit{{Type: "RLIMIT_CORE", Hard: 1, Soft: 1}, {Type: "RLIMIT_AS", Hard: 2 << 30, Soft: 1 << 30}, {Type: "RLIMIT_NOFILE", Hard: 4, Soft: 3}},
+			left:  []specs.POSIXRlimit{{Type: "RLIMIT_CORE", Hard: 1, Soft: 1}, {Type: "RLIMIT_NOFILE", Hard: 4, Soft: 3}},
+			taken: &specs.POSIXRlimit{Type: "RLIMIT_AS", Hard: 2 << 30, Soft: 1 << 30}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &specs.Process{Rlimits: tc.in}
+			got := takeAddressSpaceLimit(p)
+			if !reflect.DeepEqual(got, tc.taken) {
+				t.Errorf("taken %+v, want %+v", got, tc.taken)
+			}
+			if len(p.Rlimits) != len(tc.left) || (len(tc.left) > 0 && !reflect.DeepEqual(p.Rlimits, tc.left)) {
+				t.Errorf("left %+v, want %+v", p.Rlimits, tc.left)
+			}
+		})
 	}
 }

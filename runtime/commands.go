@@ -161,8 +161,9 @@ func (r *Runtime) Pids(ctx context.Context, id string) ([]int, error) {
 		return nil, err
 	}
 	dir.Unlock()
+	// As runc: a stopped container has no processes (not an error).
 	if st.Status == StatusStopped {
-		return nil, fmt.Errorf("container %s is stopped: %w", id, errdefs.ErrFailedPrecondition)
+		return []int{}, nil
 	}
 	return ownedPids(st.Pid, st.VMMPid, dir.Path), nil
 }
@@ -362,7 +363,9 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 		return -1, err
 	}
 	dir.Unlock()
-	if st.Status != StatusRunning {
+	// As runc: a created container (its init waiting for start) takes
+	// execs too.
+	if st.Status != StatusRunning && st.Status != StatusCreated {
 		return -1, fmt.Errorf("cannot exec in container %s: it is %s: %w", o.ID, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	client, closeFn, err := Connect(ctx, dir)
@@ -375,7 +378,8 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 		return -1, err
 	}
 	execID := randomID()
-	if _, err := client.Exec(ctx, &api.ExecRequest{ContainerId: o.ID, ExecId: execID, Process: procJSON, Stdin: true}); err != nil {
+	if _, err := client.Exec(ctx, &api.ExecRequest{ContainerId: o.ID, ExecId: execID, Process: procJSON, Stdin: true,
+		ClearOnlcr: o.Process.Terminal && o.ConsoleSocket == "", Debug: debugLogging()}); err != nil {
 		return -1, errgrpc.ToNative(err)
 	}
 	var stdin io.Reader = os.Stdin
@@ -383,7 +387,7 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 	var con console.Console
 	switch {
 	case o.ConsoleSocket != "":
-		slave, err := newTerminal(o.ConsoleSocket)
+		slave, err := newTerminal(o.ConsoleSocket, o.Process.ConsoleSize)
 		if err != nil {
 			return -1, err
 		}
@@ -398,9 +402,11 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 			}
 		}
 	}
-	if _, err := client.Start(ctx, &api.StartRequest{ContainerId: o.ID, ExecId: execID}); err != nil {
+	started, err := client.Start(ctx, &api.StartRequest{ContainerId: o.ID, ExecId: execID})
+	if err != nil {
 		return -1, errgrpc.ToNative(err)
 	}
+	logGuestRunc(ctx, started.RuncLog)
 	if con != nil {
 		resize(ctx, client, o.ID, execID, con)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/containerd/console"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,13 +14,20 @@ import (
 // does for --console-socket: the master goes to the caller over the
 // socket, the slave becomes this process's controlling terminal (so window
 // size changes arrive as SIGWINCH) and carries the guest pty's bytes. The
-// slave is raw: the guest's pty does the line discipline.
-func newTerminal(socketPath string) (*os.File, error) {
+// slave is raw: the guest's pty does the line discipline. size is the
+// process's consoleSize, if any: as in runc, the pty starts with it, and
+// it is what goes on to the guest's pty.
+func newTerminal(socketPath string, size *specs.Box) (*os.File, error) {
 	master, slavePath, err := console.NewPty()
 	if err != nil {
 		return nil, fmt.Errorf("allocating a pty: %w", err)
 	}
 	defer master.Close()
+	if size != nil && size.Width != 0 && size.Height != 0 {
+		if err := master.Resize(console.WinSize{Width: uint16(size.Width), Height: uint16(size.Height)}); err != nil {
+			return nil, fmt.Errorf("sizing the pty: %w", err)
+		}
+	}
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
@@ -31,6 +39,10 @@ func newTerminal(socketPath string) (*os.File, error) {
 	if c, err := console.ConsoleFromFile(slave); err == nil {
 		_ = c.SetRaw()
 	}
+	// containerd/console's raw mode keeps output processing (OPOST), whose
+	// ONLCR would turn the guest's "\r\n" into "\r\r\n": the bytes pass
+	// as they are.
+	_ = console.ClearONLCR(slave.Fd())
 	// Only a session leader without a terminal can do this; a foreground
 	// vzrun exec keeps the caller's terminal and skips it.
 	_ = unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0)

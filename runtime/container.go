@@ -32,6 +32,9 @@ type Container struct {
 	plan *containerVM
 	// stopPublishing closes the published ports' listeners.
 	stopPublishing func()
+	// clearONLCR: a foreground run relays the container's terminal to its
+	// caller's, which translates newlines itself; runc clears ONLCR then.
+	clearONLCR bool
 }
 
 // NewContainer makes the state dir, boots the VM and creates the
@@ -90,11 +93,14 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 		return err
 	}
 	t0 := time.Now()
-	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+	resp, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: c.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
-	}); err != nil {
+		ClearOnlcr: c.clearONLCR, Debug: debugLogging(),
+	})
+	if err != nil {
 		return fmt.Errorf("creating container %s: %w", c.ID, errgrpc.ToNative(err))
 	}
+	logGuestRunc(ctx, resp.RuncLog)
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "create": time.Since(t0)}).Debug("container created")
 	return nil
 }

@@ -27,7 +27,7 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.St
 	if err != nil {
 		return err
 	}
-	for _, h := range hooks {
+	for i, h := range hooks {
 		hctx := ctx
 		if h.Timeout != nil && *h.Timeout > 0 {
 			var cancel context.CancelFunc
@@ -40,14 +40,16 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.St
 		}
 		cmd.Env = h.Env
 		cmd.Stdin = bytes.NewReader(state)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := startOnHost(cmd)
 		if err == nil {
 			err = cmd.Wait()
 		}
 		if err != nil {
-			return fmt.Errorf("%s hook %s: %v: %s", kind, h.Path, err, strings.TrimSpace(out.String()))
+			// Worded as runc words it: callers and tests match on it.
+			return fmt.Errorf("error running %s hook #%d: %s: %w, stdout: %s, stderr: %s", kind, i, h.Path, err,
+				strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()))
 		}
 	}
 	return nil

@@ -227,7 +227,7 @@ func (m *monitor) create(ctx context.Context) error {
 	var stdout, stderr io.Writer = os.Stdout, os.Stderr
 	var con console.Console
 	if m.o.ConsoleSocket != "" {
-		slave, err := newTerminal(m.o.ConsoleSocket)
+		slave, err := newTerminal(m.o.ConsoleSocket, spec.Process.ConsoleSize)
 		if err != nil {
 			return err
 		}
@@ -244,22 +244,47 @@ func (m *monitor) create(ctx context.Context) error {
 		return err
 	}
 
+	if err := m.serve(ctx); err != nil {
+		return err
+	}
+
+	st.Status = StatusCreated
+	return dir.Update(st)
+}
+
+// serve answers the other vzrun commands (kill, exec, pause, ...) on the
+// state dir's monitor.sock, through the proxy.
+func (m *monitor) serve(ctx context.Context) error {
 	server, err := ttrpc.NewServer()
 	if err != nil {
 		return err
 	}
-	api.RegisterAgentService(server, &proxy{AgentService: sb.Agent, m: m})
-	sock := dir.File("monitor.sock")
+	api.RegisterAgentService(server, &proxy{AgentService: m.c.Agent, m: m})
+	sock := m.dir.File("monitor.sock")
 	_ = os.Remove(sock)
 	l, err := sockpath.Listen(sock)
 	if err != nil {
+		server.Close()
 		return err
 	}
 	m.server = server
 	go func() { _ = server.Serve(ctx, l) }()
+	return nil
+}
 
-	st.Status = StatusCreated
-	return dir.Update(st)
+// stopServing lets calls in flight (a kill that ended the container)
+// answer, then removes the socket.
+func (m *monitor) stopServing(ctx context.Context) {
+	if m.server == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if err := m.server.Shutdown(sctx); err != nil {
+		_ = m.server.Close()
+	}
+	cancel()
+	_ = os.Remove(m.dir.File("monitor.sock"))
+	m.server = nil
 }
 
 // wait follows the container to its end, then stops the VM.
@@ -285,16 +310,7 @@ func (m *monitor) teardown(ctx context.Context) {
 	if m.stopSignals != nil {
 		m.stopSignals()
 	}
-	if m.server != nil {
-		// Let calls in flight (a kill that ended the container) answer
-		// before the socket goes.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		if err := m.server.Shutdown(sctx); err != nil {
-			_ = m.server.Close()
-		}
-		cancel()
-		_ = os.Remove(m.dir.File("monitor.sock"))
-	}
+	m.stopServing(ctx)
 	if m.c != nil {
 		if err := m.c.Stop(context.WithoutCancel(ctx)); err != nil {
 			log.G(ctx).WithError(err).Error("stopping the container")

@@ -5,6 +5,7 @@ import (
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
 	"github.com/vzrun/vzrun/runtime/hypervisor"
@@ -55,11 +56,15 @@ func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartRes
 	if err := p.setStatus(StatusRunning); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	// A failing poststart hook is logged, not fatal (runtime-spec).
+	// A failing poststart hook fails the start and kills the process, as
+	// in runc (the spec asks only for a warning).
 	st, _ := p.m.dir.Load()
 	if st != nil {
 		if err := runHooks(ctx, "poststart", p.m.hooks.poststart, specState(st, StatusRunning)); err != nil {
-			log.G(ctx).WithError(err).Warn("poststart hook")
+			if _, kerr := p.AgentService.Signal(ctx, &api.SignalRequest{ContainerId: req.ContainerId, Signal: uint32(unix.SIGKILL)}); kerr != nil {
+				log.G(ctx).WithError(kerr).Warn("killing the container after its poststart hook failed")
+			}
+			return nil, errgrpc.ToGRPC(err)
 		}
 	}
 	return resp, nil

@@ -82,7 +82,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	// Other commands (state, delete) may look while it runs; a foreground
 	// run only writes the state again at start.
 	dir.Unlock()
-	c := &Container{ID: o.ID, Bundle: bundle, Spec: spec, Dir: dir, State: st}
+	c := &Container{ID: o.ID, Bundle: bundle, Spec: spec, Dir: dir, State: st, clearONLCR: spec.Process.Terminal}
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -97,6 +97,13 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, err
 	}
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "prepare": time.Since(tp)}).Debug("hooks and network done")
+	// Other shells reach the container as they reach a detached one's
+	// monitor: vzrun kill, exec, pause, ps.
+	m := &monitor{r: r, dir: dir, c: c}
+	if err := m.serve(ctx); err != nil {
+		return -1, err
+	}
+	defer m.stopServing(ctx)
 	t0 := time.Now()
 	if o.PidFile != "" {
 		if err := WritePidFile(o.PidFile, os.Getpid()); err != nil {
@@ -121,8 +128,11 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	}
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "start": time.Since(t0)}).Debug("container started")
 	if spec.Hooks != nil {
+		// runc fails the run on a poststart hook's failure (the spec only
+		// asks for a warning); callers of runc expect its behaviour. The
+		// deferred Stop takes the VM down with the process.
 		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, specState(st, StatusRunning)); err != nil {
-			log.G(ctx).WithError(err).Warn("poststart hook")
+			return -1, err
 		}
 	}
 
@@ -136,6 +146,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	// No runc delete in the guest: the whole VM goes, and the agent
 	// unmounts the container's file systems before it powers off.
 	t1 := time.Now()
+	m.stopServing(ctx)
 	stopped = true
 	err = c.Stop(ctx)
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "run": t1.Sub(t0), "shutdown": time.Since(t1)}).Debug("container done")

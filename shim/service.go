@@ -296,8 +296,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	// Published before the waiter exists, so no exit precedes its start.
 	if r.ExecID == "" {
 		_ = s.c.SetStatus(vzruntime.StatusRunning)
+		// As runc: a failing poststart hook fails the start and kills the
+		// process (whose exit the waiter then reports).
 		if err := s.c.RunHooks(ctx, "poststart"); err != nil {
-			log.G(ctx).WithError(err).Warn("poststart hook")
+			_, _ = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, Signal: 9})
+			go s.waitExit(r.ID, p)
+			return nil, errgrpc.ToGRPC(err)
 		}
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: p.pid})
 	} else {

@@ -88,6 +88,25 @@ func TestRunHonoursProcessSpec(t *testing.T) {
 	}
 }
 
+// A small RLIMIT_AS (the runtime-tools process_rlimits test sets 1 GiB)
+// reaches the container's process, though runc's own init cannot run
+// under it.
+func TestRunAddressSpaceLimit(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", `grep -E "Max (address space|open files)" /proc/self/limits`)
+	b.Spec.Process.Rlimits = []specs.POSIXRlimit{
+		{Type: "RLIMIT_AS", Soft: 1 << 30, Hard: 2 << 30},
+		{Type: "RLIMIT_NOFILE", Soft: 300, Hard: 400},
+	}
+	b.save(t)
+	r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	got := strings.Join(strings.Fields(r.stdout), " ")
+	want := "Max open files 300 400 files Max address space 1073741824 2147483648 bytes"
+	if got != want {
+		t.Errorf("limits %q, want %q", got, want)
+	}
+}
+
 func TestRunShowsGuestKernel(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "uname", "-r")

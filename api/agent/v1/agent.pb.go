@@ -343,7 +343,13 @@ type CreateContainerRequest struct {
 	Rootfs *Rootfs  `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
 	Shares []*Share `protobuf:"bytes,4,rep,name=shares,proto3" json:"shares,omitempty"`
 	// stdin is wanted: keep a pipe open until CloseStdin.
-	Stdin         bool `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdin bool `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// clear_onlcr clears ONLCR on the process's terminal, as runc does on
+	// a terminal it relays itself (a foreground run or exec with -t): the
+	// caller's own terminal does the output translation.
+	ClearOnlcr bool `protobuf:"varint,6,opt,name=clear_onlcr,json=clearOnlcr,proto3" json:"clear_onlcr,omitempty"`
+	// debug runs the guest's runc with --debug.
+	Debug         bool `protobuf:"varint,7,opt,name=debug,proto3" json:"debug,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,10 +419,27 @@ func (x *CreateContainerRequest) GetStdin() bool {
 	return false
 }
 
+func (x *CreateContainerRequest) GetClearOnlcr() bool {
+	if x != nil {
+		return x.ClearOnlcr
+	}
+	return false
+}
+
+func (x *CreateContainerRequest) GetDebug() bool {
+	if x != nil {
+		return x.Debug
+	}
+	return false
+}
+
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Guest pid of the init process.
-	Pid           uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// runc_log is what the guest's runc logged (its JSON lines): its
+	// warnings, and with debug its debug lines, for the host's log.
+	RuncLog       []string `protobuf:"bytes,2,rep,name=runc_log,json=runcLog,proto3" json:"runc_log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +479,13 @@ func (x *CreateContainerResponse) GetPid() uint32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *CreateContainerResponse) GetRuncLog() []string {
+	if x != nil {
+		return x.RuncLog
+	}
+	return nil
 }
 
 type StartRequest struct {
@@ -511,8 +541,10 @@ func (x *StartRequest) GetExecId() string {
 }
 
 type StartResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// runc_log: as in CreateContainerResponse (runc start, runc exec).
+	RuncLog       []string `protobuf:"bytes,2,rep,name=runc_log,json=runcLog,proto3" json:"runc_log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,13 +586,23 @@ func (x *StartResponse) GetPid() uint32 {
 	return 0
 }
 
+func (x *StartResponse) GetRuncLog() []string {
+	if x != nil {
+		return x.RuncLog
+	}
+	return nil
+}
+
 type ExecRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	// The OCI process (process.json), JSON.
-	Process       []byte `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
-	Stdin         bool   `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Process []byte `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Stdin   bool   `protobuf:"varint,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// clear_onlcr, debug: as in CreateContainerRequest.
+	ClearOnlcr    bool `protobuf:"varint,5,opt,name=clear_onlcr,json=clearOnlcr,proto3" json:"clear_onlcr,omitempty"`
+	Debug         bool `protobuf:"varint,6,opt,name=debug,proto3" json:"debug,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +661,20 @@ func (x *ExecRequest) GetProcess() []byte {
 func (x *ExecRequest) GetStdin() bool {
 	if x != nil {
 		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecRequest) GetClearOnlcr() bool {
+	if x != nil {
+		return x.ClearOnlcr
+	}
+	return false
+}
+
+func (x *ExecRequest) GetDebug() bool {
+	if x != nil {
+		return x.Debug
 	}
 	return false
 }
@@ -1915,25 +1971,33 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x17\n" +
 	"\ais_file\x18\x04 \x01(\bR\x06isFile\x12\x17\n" +
-	"\afs_type\x18\x05 \x01(\tR\x06fsType\"\xc4\x01\n" +
+	"\afs_type\x18\x05 \x01(\tR\x06fsType\"\xfb\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x16.vzrun.agent.v1.RootfsR\x06rootfs\x12-\n" +
 	"\x06shares\x18\x04 \x03(\v2\x15.vzrun.agent.v1.ShareR\x06shares\x12\x14\n" +
-	"\x05stdin\x18\x05 \x01(\bR\x05stdin\"+\n" +
+	"\x05stdin\x18\x05 \x01(\bR\x05stdin\x12\x1f\n" +
+	"\vclear_onlcr\x18\x06 \x01(\bR\n" +
+	"clearOnlcr\x12\x14\n" +
+	"\x05debug\x18\a \x01(\bR\x05debug\"F\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"J\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x19\n" +
+	"\brunc_log\x18\x02 \x03(\tR\aruncLog\"J\n" +
 	"\fStartRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"!\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"<\n" +
 	"\rStartResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\rR\x03pid\"y\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x19\n" +
+	"\brunc_log\x18\x02 \x03(\tR\aruncLog\"\xb0\x01\n" +
 	"\vExecRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
 	"\aprocess\x18\x03 \x01(\fR\aprocess\x12\x14\n" +
-	"\x05stdin\x18\x04 \x01(\bR\x05stdin\"u\n" +
+	"\x05stdin\x18\x04 \x01(\bR\x05stdin\x12\x1f\n" +
+	"\vclear_onlcr\x18\x05 \x01(\bR\n" +
+	"clearOnlcr\x12\x14\n" +
+	"\x05debug\x18\x06 \x01(\bR\x05debug\"u\n" +
 	"\rSignalRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +

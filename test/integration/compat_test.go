@@ -1,0 +1,218 @@
+package integration
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/console"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Behaviour of runc that its own bats suite checks and callers rely on.
+
+// A foreground run is a container like any other for the other commands:
+// state, ps, exec and kill reach it from another shell.
+func TestForegroundRunFromAnotherShell(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	id := uniqueID(t)
+	cmd := v.cmd("run", "--bundle", b.Dir, id)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waitFor(t, 60*time.Second, func() bool {
+		r := v.run("", "state", id)
+		return r.code == 0 && strings.Contains(r.stdout, `"running"`)
+	})
+	if r := v.runOK("ps", "--format", "json", id); !strings.Contains(r.stdout, "[") || strings.TrimSpace(r.stdout) == "[]" {
+		t.Errorf("ps of a foreground run: %q", r.stdout)
+	}
+	if r := v.runOK("exec", id, "echo", "from-another-shell"); r.stdout != "from-another-shell\n" {
+		t.Errorf("exec into a foreground run: %q", r.stdout)
+	}
+	v.runOK("kill", id, "KILL")
+	select {
+	case err := <-done:
+		if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 128+int(syscall.SIGKILL) {
+			t.Errorf("foreground run after kill KILL: %v, want exit 137; stderr %s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("foreground run did not end after kill KILL")
+	}
+}
+
+// runc clears ONLCR on a terminal it relays itself, so a foreground run or
+// exec with a terminal prints "\n", not "\r\n"; on a terminal handed over
+// with --console-socket the caller gets the pty as it is.
+func TestTerminalNewlines(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo a; echo b")
+	b.Spec.Process.Terminal = true
+	b.save(t)
+	if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); r.stdout != "a\nb\n" {
+		t.Errorf("run with a terminal printed %q, want %q", r.stdout, "a\nb\n")
+	}
+
+	b = newBundle(t, "sleep", "1000")
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	defer v.run("", "delete", "--force", id)
+	if r := v.runOK("exec", "--tty", id, "sh", "-c", "echo c; echo d"); r.stdout != "c\nd\n" {
+		t.Errorf("exec --tty printed %q, want %q", r.stdout, "c\nd\n")
+	}
+	// Over a console socket, with the process's consoleSize: the pty
+	// starts with that size (runc sizes its pty so), and keeps ONLCR.
+	sock, err := runc.NewTempConsoleSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	masters := make(chan console.Console, 1)
+	go func() {
+		if m, err := sock.ReceiveMaster(); err == nil {
+			masters <- m
+		}
+	}()
+	proc := specs.Process{Terminal: true, ConsoleSize: &specs.Box{Height: 10, Width: 110},
+		Args: []string{"sh", "-c", "stty size; echo e"}, Cwd: "/", Env: []string{"PATH=/bin"}}
+	pj, _ := json.Marshal(proc)
+	pf := filepath.Join(t.TempDir(), "process.json")
+	writeFile(t, pf, string(pj))
+	execDone := make(chan result, 1)
+	go func() { execDone <- v.run("", "exec", "--console-socket", sock.Path(), "--process", pf, id) }()
+	var master console.Console
+	select {
+	case master = <-masters:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no terminal master on the console socket")
+	}
+	defer master.Close()
+	var out syncBuffer
+	go func() { _, _ = io.Copy(&out, master) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "e\r\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("exec over a console socket: got %q so far", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := out.String(); got != "10 110\r\ne\r\n" {
+		t.Errorf("exec over a console socket printed %q, want %q", got, "10 110\r\ne\r\n")
+	}
+	if r := <-execDone; r.code != 0 {
+		t.Errorf("exec --console-socket: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// As runc, a created container (its process not started) takes execs.
+func TestExecIntoCreated(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo started > /tmp/mark; sleep 1000")
+	id := uniqueID(t)
+	v.detach("create", "--bundle", b.Dir, id)
+	defer v.run("", "delete", "--force", id)
+	if r := v.runOK("exec", id, "sh", "-c", "cat /tmp/mark 2>/dev/null || echo not-started"); r.stdout != "not-started\n" {
+		t.Errorf("exec into a created container: %q", r.stdout)
+	}
+	if st := v.state(id)["status"]; st != "created" {
+		t.Errorf("state after the exec: %v, want created", st)
+	}
+	v.runOK("start", id)
+	waitFor(t, 30*time.Second, func() bool {
+		return v.run("", "exec", id, "cat", "/tmp/mark").stdout == "started\n"
+	})
+}
+
+// Hooks fail as in runc: the error names the kind and index, and a
+// failing poststart hook fails the run (runc's behaviour; the spec asks
+// only for a warning). A createContainer hook's path missing from the
+// guest's runtime root is the container's.
+func TestHookFailures(t *testing.T) {
+	v := newVZ(t)
+	for _, kind := range []string{"prestart", "createRuntime", "createContainer", "poststart"} {
+		t.Run(kind, func(t *testing.T) {
+			b := newBundle(t, "echo", "the-process-ran")
+			hooks := []specs.Hook{{Path: "/bin/true"}, {Path: "/bin/false"}}
+			b.Spec.Hooks = &specs.Hooks{}
+			switch kind {
+			case "prestart":
+				//lint:ignore SA1019 prestart is deprecated but still honoured
+				b.Spec.Hooks.Prestart = hooks
+			case "createRuntime":
+				b.Spec.Hooks.CreateRuntime = hooks
+			case "createContainer":
+				b.Spec.Hooks.CreateContainer = hooks
+			case "poststart":
+				b.Spec.Hooks.Poststart = hooks
+			}
+			b.save(t)
+			r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+			if r.code == 0 || !strings.Contains(r.stderr, "error running "+kind+" hook #1:") {
+				t.Errorf("run with a failing %s hook: exit %d, stderr %q", kind, r.code, r.stderr)
+			}
+			if kind != "poststart" && strings.Contains(r.stdout, "the-process-ran") {
+				t.Errorf("the process ran despite a failing %s hook", kind)
+			}
+		})
+	}
+}
+
+// --debug shows the guest runc's own debug lines, and runc's warnings
+// reach the caller without it.
+func TestGuestRuncLog(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	r := v.runOK("--debug", "run", "--bundle", b.Dir, uniqueID(t))
+	for _, want := range []string{"level=debug", "nsexec container setup", "guest=runc"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("--debug run: stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	logFile := filepath.Join(t.TempDir(), "log.json")
+	v.runOK("--debug", "--log", logFile, "--log-format", "json", "run", "--bundle", b.Dir, uniqueID(t))
+	data, err := os.ReadFile(logFile)
+	if err != nil || !strings.Contains(string(data), `"level":"debug"`) || !strings.Contains(string(data), "child process in init()") {
+		t.Errorf("--log --log-format json lacks the guest runc's debug lines (%v):\n%s", err, data)
+	}
+
+	b = newBundle(t, "true")
+	b.Spec.Process.Capabilities.Inheritable = []string{"CAP_KILL"}
+	b.Spec.Process.Capabilities.Ambient = []string{"CAP_KILL", "CAP_CHOWN"}
+	b.save(t)
+	if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); !strings.Contains(r.stderr, "can't raise ambient capability CAP_CHOWN") {
+		t.Errorf("runc's warning did not reach stderr: %q", r.stderr)
+	}
+}
+
+// Read-only paths that are special files: runc's remount statfs()es them,
+// which a VM restored from a template (root over 9p) has to make work.
+func TestReadonlySpecialFiles(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", `for f in ro-dev ro-fifo; do grep " /$f " /proc/self/mountinfo | cut -d" " -f5,6 | tail -n1; done`)
+	if err := unix.Mknod(filepath.Join(b.rootfs(), "ro-dev"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(b.rootfs(), "ro-fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Spec.Linux.ReadonlyPaths = append(b.Spec.Linux.ReadonlyPaths, "/ro-dev", "/ro-fifo")
+	b.save(t)
+	r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
+	// Each path's top mount (the last line) is read-only.
+	if !strings.HasPrefix(r.stdout, "/ro-dev ro,") || !strings.Contains(r.stdout, "\n/ro-fifo ro,") {
+		t.Errorf("mountinfo of the read-only paths:\n%s\nwant both ro", r.stdout)
+	}
+}
