@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"time"
 
 	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -542,6 +544,9 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *pt
 	// the relay would never see EOF: stop it, let it finish what it read,
 	// and make sure the process's stdin is closed in the guest.
 	if p.stdin != nil {
+		// What the client wrote before closing may still sit in the fifo
+		// (a loaded machine): closing it now would drop that input.
+		waitDrained(p.stdin, time.Second)
 		_ = p.stdin.Close()
 	}
 	if p.relay != nil {
@@ -683,4 +688,23 @@ func writeMetrics(w io.Writer, ns, id string, procs []vzruntime.HostProcess) {
 // labelValue quotes a Prometheus label value.
 func labelValue(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}
+
+// waitDrained waits, at most d, until the relay has read everything
+// buffered in the stdin fifo r.
+func waitDrained(r io.Closer, d time.Duration) {
+	sc, ok := r.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := 0
+		if raw.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), bytesQueued) }) != nil || err != nil || n == 0 {
+			return
+		}
+	}
 }

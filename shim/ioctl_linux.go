@@ -1,0 +1,6 @@
+package shim
+
+import "golang.org/x/sys/unix"
+
+// bytesQueued is the ioctl that reads how many bytes wait in a pipe.
+const bytesQueued = unix.TIOCINQ
