@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/internal/specjson"
 )
 
 const (
@@ -131,7 +132,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		return nil, err
 	}
 	asLimit := takeAddressSpaceLimit(spec.Process)
-	b, err := json.Marshal(&spec)
+	b, err := specjson.Marshal(&spec)
 	if err != nil {
 		return nil, err
 	}

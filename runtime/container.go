@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
+	"github.com/vzrun/vzrun/internal/specjson"
 	"github.com/vzrun/vzrun/runtime/hypervisor"
 )
 
@@ -88,7 +89,7 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 	}
 	c.sb, c.Agent = sb, sb.Agent
 	c.State.Accel, c.State.VMMPid = sb.VM.Accel(), sb.VM.Pid()
-	specJSON, err := json.Marshal(c.Spec)
+	specJSON, err := specjson.Marshal(c.Spec)
 	if err != nil {
 		return err
 	}

@@ -216,3 +216,42 @@ func TestReadonlySpecialFiles(t *testing.T) {
 		t.Errorf("mountinfo of the read-only paths:\n%s\nwant both ro", r.stdout)
 	}
 }
+
+// An empty seccomp flags list means no flags to runc, a missing one its
+// default (SPEC_ALLOW): the spec must reach the guest's runc as written.
+func TestSeccompFlagsAsWritten(t *testing.T) {
+	v := newVZ(t)
+	for _, tc := range []struct {
+		name  string
+		flags []specs.LinuxSeccompFlag
+		want  string
+	}{
+		{"empty", []specs.LinuxSeccompFlag{}, `seccomp filter flags: 0"`},
+		{"missing", nil, `seccomp filter flags: 4"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, "true")
+			b.Spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Flags: tc.flags,
+				Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdirat"}, Action: specs.ActErrno}}}
+			b.save(t)
+			if tc.flags != nil {
+				// encoding/json drops the empty list (omitempty): write it.
+				path := filepath.Join(b.Dir, "config.json")
+				var doc map[string]any
+				data, err := os.ReadFile(path)
+				if err == nil {
+					err = json.Unmarshal(data, &doc)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				doc["linux"].(map[string]any)["seccomp"].(map[string]any)["flags"] = []any{}
+				data, _ = json.Marshal(doc)
+				writeFile(t, path, string(data))
+			}
+			if r := v.runOK("--debug", "run", "--bundle", b.Dir, uniqueID(t)); !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("guest runc's log lacks %q", tc.want)
+			}
+		})
+	}
+}
