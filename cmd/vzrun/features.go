@@ -25,7 +25,7 @@ var featuresCommand = &cli.Command{
 			Linux: &features.Linux{
 				Namespaces: []string{"cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"},
 				Cgroup:     &features.Cgroup{V1: new(bool), V2: &yes},
-				Seccomp:    &features.Seccomp{Enabled: &yes},
+				Seccomp:    guestSeccomp(&yes),
 			},
 			Annotations: map[string]string{
 				"io.vzrun.hypervisor":    "qemu microvm (linux), Virtualization.framework (macos)",
@@ -38,4 +38,21 @@ var featuresCommand = &cli.Command{
 		enc.SetIndent("", "    ")
 		return enc.Encode(f)
 	},
+}
+
+// guestSeccomp is what the guest's runc (pinned v1.5.2, with libseccomp)
+// supports on the guest's kernel (6.1, CONFIG_SECCOMP_FILTER): the
+// values `runc features` prints for that runc on such a kernel. Callers
+// (runc's own tests, containerd) pick seccomp flags from supportedFlags.
+func guestSeccomp(yes *bool) *features.Seccomp {
+	return &features.Seccomp{
+		Enabled: yes,
+		Actions: []string{"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+			"SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"},
+		Operators: []string{"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"},
+		// The guest runs one architecture; its compat ones as runc has them.
+		Archs:          []string{"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"},
+		KnownFlags:     []string{"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"},
+		SupportedFlags: []string{"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"},
+	}
 }
