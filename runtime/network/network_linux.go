@@ -29,6 +29,18 @@ func inNS(nsPath string, fn func() error) error {
 // sockets fn makes stay in it, processes it starts are born in it. The
 // thread is dropped, not reused, if it cannot be moved back.
 func Do(ns *os.File, fn func() error) error {
+	return onThread(func() error {
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("entering network namespace %s: %w", ns.Name(), err)
+		}
+		return nil
+	}, fn)
+}
+
+// onThread runs enter and then fn on a locked OS thread of its own, and
+// puts the thread back into this process's network namespace after. A
+// thread that cannot go back is dropped with its goroutine.
+func onThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -38,8 +50,8 @@ func Do(ns *os.File, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering network namespace %s: %w", ns.Name(), err)
+		if err := enter(); err != nil {
+			errc <- err
 			return
 		}
 		err = fn()
@@ -83,53 +95,38 @@ func NewTap(name string) (_ *Tap, retErr error) {
 			t.Close()
 		}
 	}()
-	errc := make(chan error, 1)
-	go func() {
-		// This thread ends in the new namespace unless it can go back;
-		// then it is dropped with the goroutine.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	err := onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("making a network namespace for the tap: %w", err)
-			return
+			return fmt.Errorf("making a network namespace for the tap: %w", err)
 		}
-		err = func() error {
-			staging, err := os.Open("/proc/thread-self/ns/net")
-			if err != nil {
-				return err
-			}
-			t.staging = staging
-			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("opening /dev/net/tun: %w", err)
-			}
-			ifr, err := unix.NewIfreq(name)
-			if err != nil {
-				unix.Close(fd)
-				return err
-			}
-			// The virtio-net header lets the guest's offloads (checksum,
-			// segmentation) pass through instead of being done in
-			// software.
-			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-			if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("creating tap %s: %w", name, err)
-			}
-			t.File = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
-			return nil
-		}()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
+		return nil
+	}, func() error {
+		staging, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			return err
 		}
-		errc <- err
-	}()
-	return t, <-errc
+		t.staging = staging
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("opening /dev/net/tun: %w", err)
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		// The virtio-net header lets the guest's offloads (checksum,
+		// segmentation) pass through instead of being done in
+		// software.
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("creating tap %s: %w", name, err)
+		}
+		t.File = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		return nil
+	})
+	return t, err
 }
 
 // CloseFile closes this process's copy of the tap, once the VMM has one.
