@@ -24,7 +24,12 @@ func listen() (net.Listener, error) {
 		if _, err := f.Write([]byte(api.Hello)); err != nil {
 			return nil, fmt.Errorf("greeting the host on %s: %w", dev, err)
 		}
-		return newOnceListener(&fileConn{File: f}), nil
+		c, err := newFileConn(f)
+		if err != nil {
+			return nil, err
+		}
+		sideband = c
+		return newOnceListener(c), nil
 	}
 	l, err := vsock.Listen(api.VsockPort, nil)
 	if err != nil {
@@ -45,9 +50,6 @@ func findPort(name string) (string, error) {
 	}
 	return "", fmt.Errorf("no virtio port named %s", name)
 }
-
-// fileConn makes a character device a net.Conn for ttrpc.
-type fileConn struct{ *os.File }
 
 type portAddr struct{}
 

@@ -124,6 +124,31 @@ func (p *process) read(fd int) (data []byte, eof bool, err error) {
 	}
 }
 
+// readSideband is read for a host that takes the data in a sideband
+// frame of the channel: it splices what the pipe holds to the host.
+func (p *process) readSideband(fd int, tag uint64) (n int, eof bool, err error) {
+	var r io.Reader
+	switch fd {
+	case 1:
+		if p.console != nil {
+			return 0, false, errNoSideband
+		}
+		r = p.stdout
+	case 2:
+		r = p.stderr
+	}
+	if r == nil {
+		return 0, true, nil
+	}
+	f, ok := r.(*os.File)
+	if !ok {
+		return 0, false, errNoSideband
+	}
+	p.readMu[fd].Lock()
+	defer p.readMu[fd].Unlock()
+	return sideband.sendSideband(tag, f)
+}
+
 // closeIO releases the host-facing ends of the process's stdio.
 func (p *process) closeIO() {
 	if p.io != nil {

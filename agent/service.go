@@ -521,6 +521,15 @@ func (s *Service) ReadStdio(ctx context.Context, req *api.ReadStdioRequest) (_ *
 	if req.Fd != 1 && req.Fd != 2 {
 		return nil, fmt.Errorf("fd %d: %w", req.Fd, errdefs.ErrInvalidArgument)
 	}
+	if req.SidebandTag != 0 && sideband != nil {
+		n, eof, err := p.readSideband(int(req.Fd), req.SidebandTag)
+		if err == nil {
+			return &api.ReadStdioResponse{SidebandLen: uint32(n), Eof: eof}, nil
+		}
+		if !errors.Is(err, errNoSideband) {
+			return nil, err
+		}
+	}
 	data, eof, err := p.read(int(req.Fd))
 	if err != nil {
 		return nil, err

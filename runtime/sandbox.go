@@ -177,8 +177,10 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 	if err := vm.Start(ctx); err != nil {
 		return nil, err
 	}
-	client := ttrpc.NewClient(vm.AgentConn())
-	sb := &Sandbox{ID: p.cfg.ID, VM: vm, Agent: api.NewAgentClient(client), client: client}
+	conn := newFramedConn(vm.AgentConn())
+	client := ttrpc.NewClient(conn)
+	agent := &sidebandAgent{AgentService: api.NewAgentClient(client), conn: conn}
+	sb := &Sandbox{ID: p.cfg.ID, VM: vm, Agent: agent, client: client}
 	// A restored guest takes the host's clock and fresh entropy.
 	hello, err := sb.Agent.Hello(ctx, &api.HelloRequest{HostTimeUnixNano: time.Now().UnixNano(), Entropy: entropy()})
 	if err != nil {

@@ -858,7 +858,12 @@ type ReadStdioRequest struct {
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	// 1 for stdout (or the terminal), 2 for stderr.
-	Fd            uint32 `protobuf:"varint,3,opt,name=fd,proto3" json:"fd,omitempty"`
+	Fd uint32 `protobuf:"varint,3,opt,name=fd,proto3" json:"fd,omitempty"`
+	// sideband_tag, when set, lets the agent send the data outside ttrpc:
+	// a sideband frame with this tag on the agent's channel, ahead of the
+	// response (see runtime/sideband.go). The host sets it only on a
+	// channel it reads frames from.
+	SidebandTag   uint64 `protobuf:"varint,4,opt,name=sideband_tag,json=sidebandTag,proto3" json:"sideband_tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -914,10 +919,20 @@ func (x *ReadStdioRequest) GetFd() uint32 {
 	return 0
 }
 
+func (x *ReadStdioRequest) GetSidebandTag() uint64 {
+	if x != nil {
+		return x.SidebandTag
+	}
+	return 0
+}
+
 type ReadStdioResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	Eof           bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Eof   bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	// sideband_len is how many bytes went in the sideband frame tagged
+	// with the request's sideband_tag instead of in data.
+	SidebandLen   uint32 `protobuf:"varint,3,opt,name=sideband_len,json=sidebandLen,proto3" json:"sideband_len,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +979,13 @@ func (x *ReadStdioResponse) GetEof() bool {
 		return x.Eof
 	}
 	return false
+}
+
+func (x *ReadStdioResponse) GetSidebandLen() uint32 {
+	if x != nil {
+		return x.SidebandLen
+	}
+	return 0
 }
 
 type WriteStdinRequest struct {
@@ -2009,14 +2031,16 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x12-\n" +
-	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\"^\n" +
+	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\"\x81\x01\n" +
 	"\x10ReadStdioRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x0e\n" +
-	"\x02fd\x18\x03 \x01(\rR\x02fd\"9\n" +
+	"\x02fd\x18\x03 \x01(\rR\x02fd\x12!\n" +
+	"\fsideband_tag\x18\x04 \x01(\x04R\vsidebandTag\"\\\n" +
 	"\x11ReadStdioResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof\"c\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\x12!\n" +
+	"\fsideband_len\x18\x03 \x01(\rR\vsidebandLen\"c\n" +
 	"\x11WriteStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
