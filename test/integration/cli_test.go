@@ -228,27 +228,10 @@ func TestRunDetachAndTerminal(t *testing.T) {
 	b.Spec.Process.Terminal = true
 	b.Spec.Process.Env = append(b.Spec.Process.Env, "TERM=xterm")
 	b.save(t)
-	sock, err := runc.NewTempConsoleSocket()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
+	sock := newConsoleSocket(t)
 	id := uniqueID(t)
-	masters := make(chan console.Console, 1)
-	go func() {
-		m, err := sock.ReceiveMaster()
-		if err == nil {
-			masters <- m
-		}
-	}()
 	v.detach("run", "--detach", "--console-socket", sock.Path(), "--bundle", b.Dir, id)
-	var master console.Console
-	select {
-	case master = <-masters:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no terminal master on the console socket")
-	}
-	defer master.Close()
+	master := sock.master(t, 30*time.Second)
 	var out syncBuffer
 	go func() { _, _ = io.Copy(&out, master) }()
 	if err := master.Resize(console.WinSize{Height: 33, Width: 101}); err != nil {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/console"
-	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -77,17 +75,7 @@ func TestTerminalNewlines(t *testing.T) {
 	}
 	// Over a console socket, with the process's consoleSize: the pty
 	// starts with that size (runc sizes its pty so), and keeps ONLCR.
-	sock, err := runc.NewTempConsoleSocket()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	masters := make(chan console.Console, 1)
-	go func() {
-		if m, err := sock.ReceiveMaster(); err == nil {
-			masters <- m
-		}
-	}()
+	sock := newConsoleSocket(t)
 	proc := specs.Process{Terminal: true, ConsoleSize: &specs.Box{Height: 10, Width: 110},
 		Args: []string{"sh", "-c", "stty size; echo e"}, Cwd: "/", Env: []string{"PATH=/bin"}}
 	pj, _ := json.Marshal(proc)
@@ -95,13 +83,7 @@ func TestTerminalNewlines(t *testing.T) {
 	writeFile(t, pf, string(pj))
 	execDone := make(chan result, 1)
 	go func() { execDone <- v.run("", "exec", "--console-socket", sock.Path(), "--process", pf, id) }()
-	var master console.Console
-	select {
-	case master = <-masters:
-	case <-time.After(60 * time.Second):
-		t.Fatal("no terminal master on the console socket")
-	}
-	defer master.Close()
+	master := sock.master(t, 60*time.Second)
 	var out syncBuffer
 	go func() { _, _ = io.Copy(&out, master) }()
 	deadline := time.Now().Add(60 * time.Second)

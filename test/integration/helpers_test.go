@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
+	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -272,4 +274,40 @@ func processesMentioning(s string) []string {
 
 func uniqueID(t *testing.T) string {
 	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprintf("-%d", time.Now().UnixNano()%100000)
+}
+
+// consoleSocket is a console socket as runc's callers make one: the
+// terminal master vzrun sends arrives on masters.
+type consoleSocket struct {
+	*runc.Socket
+	masters chan console.Console
+}
+
+func newConsoleSocket(t *testing.T) *consoleSocket {
+	t.Helper()
+	sock, err := runc.NewTempConsoleSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	s := &consoleSocket{Socket: sock, masters: make(chan console.Console, 1)}
+	go func() {
+		if m, err := sock.ReceiveMaster(); err == nil {
+			s.masters <- m
+		}
+	}()
+	return s
+}
+
+// master waits for the terminal master, at most d.
+func (s *consoleSocket) master(t *testing.T, d time.Duration) console.Console {
+	t.Helper()
+	select {
+	case m := <-s.masters:
+		t.Cleanup(func() { m.Close() })
+		return m
+	case <-time.After(d):
+		t.Fatal("no terminal master on the console socket")
+		return nil
+	}
 }
