@@ -23,15 +23,7 @@ set -euo pipefail
 runs=${IO_RUNS:-5}
 stdout_mib=${STDOUT_MIB:-256}
 fio=$(command -v "${FIO:-fio}") || { echo "io.sh: no fio on the host (make deps)" >&2; exit 1; }
-work=$(mktemp -d "${TMPDIR:-/tmp}/vzrun-bench-io.XXXXXX")
-cleanup() {
-	set +e
-	[ -z "$bg_pid" ] || { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
-	for r in runc runsc vz; do reap "$r" "$work/$r-root"; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+workdir vzrun-bench-io
 
 # runcmd RUNTIME: the runtime's command line (vz boots cold).
 runcmd() {

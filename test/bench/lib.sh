@@ -1,6 +1,6 @@
 # lib.sh — what the bench scripts share: the three runtimes, statistics,
 # the host processes of a runtime's containers and their PSS, and the
-# clean-up of everything a script started. Source it; it sets no traps.
+# clean-up of everything a script started. Source it; workdir sets the traps.
 #
 # Environment: VZRUN (default _output/bin/vzrun), RUNC (default runc),
 # RUNSC (default the runsc `make bench` builds into the cache).
@@ -128,6 +128,22 @@ reap() {
 	awk -v r="$2/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r |
 		while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	return 0
+}
+
+# workdir NAME: makes the script's work dir $work and sets the traps that,
+# on exit or Ctrl-C, stop the background job and reap every runtime's
+# containers under it, then remove it.
+workdir() {
+	work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+	trap cleanup_work EXIT
+	trap 'exit 130' INT TERM
+}
+
+cleanup_work() {
+	set +e
+	[ -z "$bg_pid" ] || { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
+	for r in runc runsc vz; do reap "$r" "$work/$r-root"; done
+	rm -rf "$work"
 }
 
 # bundle DIR ARGS...: a busybox bundle running ARGS, no terminal.

@@ -19,15 +19,7 @@ max=${MAX:-50}
 settle=${SETTLE:-10}
 min_avail=${MIN_AVAIL_MIB:-4096}
 start_timeout=${START_TIMEOUT:-120}
-work=$(mktemp -d "${TMPDIR:-/tmp}/vzrun-bench-mem.XXXXXX")
-cleanup() {
-	set +e
-	[ -z "$bg_pid" ] || { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
-	for r in runc runsc vz; do reap "$r" "$work/$r-root"; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+workdir vzrun-bench-mem
 
 bundle "$work/sleeper" sleep 36000
 

@@ -11,15 +11,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 runs=${RUNS:-10}
-work=$(mktemp -d "${TMPDIR:-/tmp}/vzrun-bench.XXXXXX")
-cleanup() {
-	set +e
-	[ -z "$bg_pid" ] || { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
-	for r in runc runsc vz; do reap "$r" "$work/$r-root"; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+workdir vzrun-bench
 
 bundle "$work/bundle" true
 bundle "$work/sleeper" sleep 3600
