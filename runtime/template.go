@@ -37,8 +37,9 @@ const AnnotationTemplate = "io.vzrun.template"
 // EnvTemplate set to 0 turns templates off for every container.
 const EnvTemplate = "VZRUN_TEMPLATE"
 
-// templateLayout changes when what a template holds changes.
-const templateLayout = "1"
+// templateLayout changes when what a template holds changes (2: the TCG
+// guest's CPU model).
+const templateLayout = "2"
 
 // templater saves VMs as templates; nil where the backend cannot.
 var templater hypervisor.Templater
