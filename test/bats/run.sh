@@ -38,6 +38,8 @@ DEFAULT_FILES="create start start_detached start_hello run delete kill exec ps l
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=test/suite-lib.sh
+source "$REPO/test/suite-lib.sh"
 CACHE=${VZRUN_CACHE:-$HOME/.cache/vzrun}
 VZRUN=${VZRUN:-$REPO/_output/bin/vzrun}
 RUNC=${RUNC:-$CACHE/runc-$RUNC_VERSION-x86_64/runc}
@@ -181,18 +183,6 @@ mkdir -p "$OUT"
 rm -rf "$LOGS"
 for rt in "${ORDER[@]}"; do mkdir -p "$LOGS/$rt"; done
 
-unmount_under() { # lazily unmount everything mounted at or below $1 (deepest first)
-	local dir=$1 mp i
-	for i in 1 2 3; do
-		mapfile -t mps < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' \
-			/proc/self/mountinfo | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
-		((${#mps[@]} > 0)) || return 0
-		for mp in "${mps[@]}"; do
-			umount -l "$(printf '%b' "${mp//\\/\\0}")" 2>/dev/null || true
-		done
-	done
-}
-
 cleanup_dir() { # $1 = runtime binary, $2 = the run's TMPDIR
 	local bin=$1 dir=$2 root id pids
 	# Containers left under any state root the tests made there ($ROOT/state, $ROOT/alt/state).
@@ -269,14 +259,8 @@ tap_results() {
 	}'
 }
 
-declare -A TP=() TF=() TS=() TT=()
-for rt in runc vzrun; do TP[$rt]=0 TF[$rt]=0 TS[$rt]=0 TT[$rt]=0; done
 ROWS=() RAN=() MISSING=()
-
-hdr=$(printf '%-16s' file)
-for rt in "${ORDER[@]}"; do hdr+=$(printf ' | %-14s %5s' "$rt p/f/s" "sec"); done
-echo "$hdr"
-echo "${hdr//?/-}"
+table_start 16 14 file
 
 mkfifo "$WORK/stdin"
 exec 9<>"$WORK/stdin"
@@ -289,7 +273,7 @@ for f in "${SEL[@]}"; do
 		continue
 	fi
 	RAN+=("$f")
-	line=$(printf '%-16s' "$f")
+	line=$(table_name "$f")
 	row="| $f |"
 	for rt in "${ORDER[@]}"; do
 		bin=${BIN[$rt]}
@@ -309,9 +293,8 @@ for f in "${SEL[@]}"; do
 		secs=$(($(date +%s) - start))
 		cleanup_dir "$bin" "$tdir"
 		read -r p fl s note < <(tap_count "$tap" "$rc")
-		TP[$rt]=$((TP[$rt] + p)) TF[$rt]=$((TF[$rt] + fl)) TS[$rt]=$((TS[$rt] + s))
-		TT[$rt]=$((TT[$rt] + secs))
-		line+=$(printf ' | %-14s %5s' "$p/$fl/$s${note:+ *}" "$secs")
+		tally "$rt" "$p" "$fl" "$s" "$secs"
+		line+=$(table_cell "$p" "$fl" "$s" "$note" "$secs")
 		row+=" $p | $fl | $s |"
 		if [[ -n $note ]]; then line+=" ($note)"; fi
 	done
@@ -319,12 +302,7 @@ for f in "${SEL[@]}"; do
 	ROWS+=("$row")
 done
 
-echo "${hdr//?/-}"
-line=$(printf '%-16s' total)
-for rt in "${ORDER[@]}"; do
-	line+=$(printf ' | %-14s %5s' "${TP[$rt]}/${TF[$rt]}/${TS[$rt]}" "${TT[$rt]}")
-done
-echo "$line"
+table_end
 if ((${#MISSING[@]} > 0)); then log "no such file in $RUNC_VERSION's suite: ${MISSING[*]}"; fi
 
 # Tests whose results differ between the two runtimes.
@@ -361,9 +339,7 @@ fi
 	echo "$h"
 	echo "$sep"
 	printf '%s\n' "${ROWS[@]}"
-	tot="| **total** |"
-	for rt in "${ORDER[@]}"; do tot+=" ${TP[$rt]} | ${TF[$rt]} | ${TS[$rt]} |"; done
-	echo "$tot"
+	markdown_total TP TF TS
 	if ((${#DIFF[@]} > 0)); then
 		echo
 		echo "## Tests with different results"

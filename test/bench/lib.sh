@@ -80,15 +80,8 @@ while todo:
 print(" ".join(map(str, sorted(seen))))' "$@"
 }
 
-# mentioning S: processes whose command line contains S.
-mentioning() {
-	local p
-	for p in /proc/[0-9]*; do
-		[ "${p#/proc/}" = $$ ] && continue
-		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$1" && echo "${p#/proc/}"
-	done
-	return 0
-}
+# shellcheck source=test/bench/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 
 # host_pids RUNTIME ROOT: every host process of the containers under ROOT:
 # each container's pid (runc: the container's init; runsc: the sandbox;

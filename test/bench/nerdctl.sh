@@ -36,16 +36,9 @@ vzstate=/run/vzrun/containerd/$ns
 ctrd_pid=
 n() { "$nerdctl" --address "$work/containerd.sock" --namespace "$ns" --data-root "$work/nerdctl" "$@"; }
 
-# pids_mentioning S: processes whose command line contains S (the shims
-# this containerd started outlive it).
-pids_mentioning() {
-	local p
-	for p in /proc/[0-9]*; do
-		[ "${p#/proc/}" = $$ ] && continue
-		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$1" && echo "${p#/proc/}"
-	done
-	return 0
-}
+# The shims this containerd started outlive it: found by mentioning.
+# shellcheck source=test/bench/procs.sh
+. "$(dirname "$0")/procs.sh"
 
 cleanup() {
 	set +e
@@ -57,7 +50,7 @@ cleanup() {
 		kill -9 "$ctrd_pid" 2>/dev/null
 		wait "$ctrd_pid" 2>/dev/null
 	fi
-	for pid in $(pids_mentioning "$work/"); do kill -9 "$pid" 2>/dev/null; done
+	for pid in $(mentioning "$work/"); do kill -9 "$pid" 2>/dev/null; done
 	# Unmount what is left under the work dir, deepest first, before rm.
 	awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | sort -r |
 		while read -r m; do umount -l "$m"; done

@@ -79,12 +79,12 @@ echo
 echo "Boot breakdown of one cold vzrun run (--debug):"
 echo
 bgwait $vzcold --debug --root "$work/vz-root" run --bundle "$work/bundle" b3 2>"$work/b3.log" >/dev/null
-grep -o 'msg="[a-z ]*".*' "$work/b3.log" | sed 's/^/    /'
+grep -v guest=runc "$work/b3.log" | grep -o 'msg="[a-z ]*".*' | sed 's/^/    /'
 echo
 echo "Breakdown of one vzrun run from a VM template (--debug):"
 echo
 bgwait $vzrun --debug --root "$work/vz-root" run --bundle "$work/bundle" b4 2>"$work/b4.log" >/dev/null
-grep -o 'msg="[a-z ]*".*' "$work/b4.log" | sed 's/^/    /'
+grep -v guest=runc "$work/b4.log" | grep -o 'msg="[a-z ]*".*' | sed 's/^/    /'
 
 [ "${BENCH_ONLY:-}" = latency ] && exit 0
 echo

@@ -32,6 +32,8 @@ RT_VERSION=v0.9.1-0.20251114084447-edf4cb3d2116
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=test/suite-lib.sh
+source "$REPO/test/suite-lib.sh"
 VZRUN=${VZRUN:-$REPO/_output/bin/vzrun}
 RUNC=${RUNC:-/usr/sbin/runc}
 RUNTIMES=${RUNTIMES:-runc vzrun}
@@ -148,18 +150,6 @@ mkdir -p "$OUT"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-unmount_under() { # lazily unmount everything mounted at or below $1 (deepest first)
-	local dir=$1 mp i
-	for i in 1 2 3; do
-		mapfile -t mps < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' \
-			/proc/self/mountinfo | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
-		((${#mps[@]} > 0)) || return 0
-		for mp in "${mps[@]}"; do
-			umount -l "$(printf '%b' "${mp//\\/\\0}")" 2>/dev/null || true
-		done
-	done
-}
-
 cleanup_run() { # $1 = runtime binary, $2 = the test's TMPDIR
 	local bin=$1 dir=$2 id pids
 	# Containers the test left behind (bundles live under its TMPDIR).
@@ -211,19 +201,13 @@ tap_count() { # $1 = tap file, $2 = exit code
 		}' "$1"
 }
 
-declare -A TP=() TF=() TS=() TT=()
-for rt in runc vzrun; do TP[$rt]=0 TF[$rt]=0 TS[$rt]=0 TT[$rt]=0; done
-
 ROWS=()
-hdr=$(printf '%-40s' test)
-for rt in "${ORDER[@]}"; do hdr+=$(printf ' | %-16s %5s' "$rt p/f/s" "sec"); done
-echo "$hdr"
-echo "${hdr//?/-}"
+table_start 40 16 test
 
 cd "$SUITE"
 for t in "${TESTS[@]}"; do
 	name=$(basename "$t" .t)
-	line=$(printf '%-40s' "$name")
+	line=$(table_name "$name")
 	row="| $name |"
 	notes=""
 	for rt in "${ORDER[@]}"; do
@@ -238,9 +222,8 @@ for t in "${TESTS[@]}"; do
 		secs=$(($(date +%s) - start))
 		cleanup_run "$bin" "$tdir"
 		read -r p f s note < <(tap_count "$tap" "$rc")
-		TP[$rt]=$((TP[$rt] + p)) TF[$rt]=$((TF[$rt] + f)) TS[$rt]=$((TS[$rt] + s))
-		TT[$rt]=$((TT[$rt] + secs))
-		line+=$(printf ' | %-16s %5s' "$p/$f/$s${note:+ *}" "$secs")
+		tally "$rt" "$p" "$f" "$s" "$secs"
+		line+=$(table_cell "$p" "$f" "$s" "$note" "$secs")
 		row+=" $p | $f | $s | $secs | ${note//|/\\|} |"
 		if [[ -n $note ]]; then notes+=" $rt: ${note:0:60};"; fi
 	done
@@ -249,12 +232,7 @@ for t in "${TESTS[@]}"; do
 done
 cd /
 
-echo "${hdr//?/-}"
-line=$(printf '%-40s' total)
-for rt in "${ORDER[@]}"; do
-	line+=$(printf ' | %-16s %5s' "${TP[$rt]}/${TF[$rt]}/${TS[$rt]}" "${TT[$rt]}")
-done
-echo "$line"
+table_end
 
 # ---------------------------------------------------------------------------------------------
 # 3. Markdown report.
@@ -275,9 +253,7 @@ echo "$line"
 	echo "$h"
 	echo "$sep"
 	printf '%s\n' "${ROWS[@]}"
-	tot="| **total** |"
-	for rt in "${ORDER[@]}"; do tot+=" ${TP[$rt]} | ${TF[$rt]} | ${TS[$rt]} | ${TT[$rt]} | |"; done
-	echo "$tot"
+	markdown_total TP TF TS TT ""
 } >"$OUT/conformance.md"
 log "wrote $OUT/conformance.md"
 
