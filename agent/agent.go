@@ -41,6 +41,12 @@ func run(start int64) error {
 		return err
 	}
 
+	if p, err := sealRunc(runcBinary); err == nil {
+		runcCommand = p
+	} else {
+		log.G(ctx).WithError(err).Warn("running runc from " + runcBinary)
+	}
+
 	// Every child of the agent is reaped here; go-runc's commands wait
 	// through the same monitor, as in containerd's runc shim.
 	runc.Monitor = reaper.Default

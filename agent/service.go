@@ -35,6 +35,10 @@ const (
 	sharesDir     = "/run/vzrun/shares"
 )
 
+// runcCommand is how the agent runs runc: runcBinary, or its sealed copy
+// (sealRunc).
+var runcCommand = runcBinary
+
 // container is one OCI container in the guest.
 type container struct {
 	id     string
@@ -140,7 +144,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		return nil, err
 	}
 	c.runc = &runc.Runc{
-		Command:   runcBinary,
+		Command:   runcCommand,
 		Root:      runcRoot,
 		Log:       filepath.Join(c.bundle, "runc.log"),
 		LogFormat: runc.JSON,
