@@ -40,11 +40,13 @@ func sealRunc(path string) (string, error) {
 		f.Close()
 		return "", fmt.Errorf("sealing the runc memfd: %w", err)
 	}
-	// The descriptor stays open for the agent's life; a child execs it by
-	// this path before its close-on-exec descriptors are closed.
-	sealedRuncFile = f
-	return fmt.Sprintf("/proc/self/fd/%d", f.Fd()), nil
+	// A descriptor without an *os.File (whose finalizer would close it)
+	// stays open for the agent's life; a child execs it by this path
+	// before its close-on-exec descriptors are closed.
+	keep, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	f.Close()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", keep), nil
 }
-
-// sealedRuncFile keeps sealRunc's memfd open.
-var sealedRuncFile *os.File
