@@ -99,7 +99,12 @@ while [ "$vz_started" -lt "$max" ]; do
 		break
 	fi
 	t0=$(date +%s.%N)
-	if ! start vz "m$((vz_started + 1))"; then
+	rc=0
+	start vz "m$((vz_started + 1))" || rc=$?
+	if [ "$rc" = 124 ]; then
+		vz_stop="container $((vz_started + 1)) did not start within START_TIMEOUT=${start_timeout} s"
+		break
+	elif [ "$rc" != 0 ]; then
 		vz_stop="container $((vz_started + 1)) failed: $(tail -1 "$work/start.err")"
 		break
 	fi
