@@ -559,9 +559,10 @@ func tscKHz() int {
 }
 
 // TCGTranslationMiB caps TCG's translated-code buffer; 0 keeps QEMU's
-// default (1 GiB reserved, of which an idle container's VM touches ~45
-// MiB). Measured here: 64 MiB made no difference to `run`, 16 MiB made it
-// 40% slower, and neither changed an idle VM's PSS by much.
+// default (1 GiB reserved, of which a restored VM with an idle container
+// has filled ~43 MiB). Measured here (2026-11-22, 6 runs each): 16 MiB
+// saved 42 MiB of an idle QEMU's PSS and made a run from a template 2x
+// slower, 32 MiB saved 21 MiB at 1.5x, 48 MiB changed neither.
 var TCGTranslationMiB = 0
 
 func (v *vm) accelArg() string {
