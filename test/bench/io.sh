@@ -10,8 +10,8 @@
 #    (16 MiB), psync, buffered, fio's defaults otherwise (the file's page
 #    cache is dropped in the container's kernel before each job; writes
 #    end with an fsync), the same job file on the same bundle for runc,
-#    runsc and each vzrun rootfs mode (virtio-fs, the default, and
-#    io.vzrun.rootfs=ext4).
+#    runsc and each vzrun rootfs mode: 9p (a VM restored from a template,
+#    the default), virtio-fs (a cold boot) and io.vzrun.rootfs=ext4.
 # Prints Markdown tables (median and p95 over IO_RUNS runs; a rate's p95
 # is the rate of the p95 run, the slow end). Needs fio on the host
 # (apt: fio). Everything it starts it stops and removes.
@@ -25,10 +25,12 @@ stdout_mib=${STDOUT_MIB:-256}
 fio=$(command -v "${FIO:-fio}") || { echo "io.sh: no fio on the host (make deps)" >&2; exit 1; }
 workdir vzrun-bench-io
 
-# runcmd RUNTIME: the runtime's command line (vz boots cold).
+# runcmd RUNTIME: the runtime's command line (vz boots cold, vzt is
+# restored from a template).
 runcmd() {
 	case $1 in
 	vz) echo "$vzcold --root $work/vz-root" ;;
+	vzt) echo "$vzrun --root $work/vz-root" ;;
 	*) echo "$(bin "$1") --root $work/$1-root" ;;
 	esac
 }
@@ -147,7 +149,7 @@ PY
 } >"$work/fio.res"
 
 declare -A fio_res
-for c in runc:fio runsc:fio vz:fio vz:fio-ext4; do
+for c in runc:fio runsc:fio vzt:fio vz:fio vz:fio-ext4; do
 	r=${c%%:*} b=${c#*:}
 	sw=() sr=() rw=() rr=()
 	for i in $(seq 1 "$runs"); do
@@ -159,9 +161,9 @@ for c in runc:fio runsc:fio vz:fio vz:fio-ext4; do
 done
 
 # --- tables ---------------------------------------------------------------
-echo "## I/O inside the container, $(date -u +%Y-%m-%d), $(nproc) cores, vzrun cold boot, $runs runs each"
+echo "## I/O inside the container, $(date -u +%Y-%m-%d), $(nproc) cores, $runs runs each"
 echo
-echo "stdout of \`dd if=/dev/zero bs=1M count=$stdout_mib\` through the runtime to a pipe on the host (MB/s, first byte to EOF):"
+echo "stdout of \`dd if=/dev/zero bs=1M count=$stdout_mib\` through the runtime to a pipe on the host (MB/s, first byte to EOF; vzrun boots cold):"
 echo
 echo "| runc median | runc p95 | runsc median | runsc p95 | vzrun median | vzrun p95 | vzrun/runc | vzrun/runsc |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -172,16 +174,16 @@ printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$rm" "$rp" "$sm" "$sp" "$v
 echo
 echo "fio $("$fio" --version | sed 's/^fio-//') (Debian) on the rootfs, median (p95):"
 echo
-echo "| job | runc | runsc | vzrun virtio-fs | vzrun ext4 | virtio-fs/runc | ext4/runc |"
-echo "|---|---|---|---|---|---|---|"
+echo "| job | runc | runsc | vzrun 9p (template) | vzrun virtio-fs | vzrun ext4 | 9p/runc | virtio-fs/runc | ext4/runc |"
+echo "|---|---|---|---|---|---|---|---|---|"
 k=0
 for job in "seq write 1 MiB (MB/s)" "seq read 1 MiB (MB/s)" "rand write 4 KiB (IOPS)" "rand read 4 KiB (IOPS)"; do
 	k=$((k + 1))
 	cells=() meds=()
-	for c in runc:fio runsc:fio vz:fio vz:fio-ext4; do
+	for c in runc:fio runsc:fio vzt:fio vz:fio vz:fio-ext4; do
 		read -r m p <<<"$(cut -d'|' -f"$k" <<<"${fio_res[$c]}")"
 		cells+=("$m ($p)") meds+=("$m")
 	done
-	printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$job" "${cells[@]}" \
-		"$(ratio "${meds[2]}" "${meds[0]}")" "$(ratio "${meds[3]}" "${meds[0]}")"
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$job" "${cells[@]}" \
+		"$(ratio "${meds[2]}" "${meds[0]}")" "$(ratio "${meds[3]}" "${meds[0]}")" "$(ratio "${meds[4]}" "${meds[0]}")"
 done
