@@ -9,18 +9,15 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	api "github.com/vzrun/vzrun/api/agent/v1"
 )
 
 // What the agent sends on its virtio-serial port is ttrpc's stream with,
-// between two of its messages, sideband frames:
-//
-//	0xf1, len u32 LE, tag u64 LE, then len bytes of a process's output
-//	asked for by the ReadStdio request with sideband_tag = tag, sent
-//	ahead of that request's response.
-//
-// A ttrpc message starts with its length, big-endian and at most 4 MiB,
-// so with a 0 byte: the host tells the two apart (runtime/sideband.go).
-// Only a host that sets sideband_tag gets sideband frames.
+// between two of its messages, sideband frames (api.SidebandFrame): a
+// process's output asked for by a ReadStdio request with sideband_tag set,
+// which the host takes apart in runtime/sideband.go. Only a host that sets
+// sideband_tag gets sideband frames.
 //
 // A sideband frame is spliced from the process's pipe to the port: the
 // pipe's pages go to the host as one virtqueue buffer with no copy in the
@@ -28,14 +25,9 @@ import (
 // (the response, then ttrpc's envelope) and a port write, which the driver
 // cuts into 32 KiB buffers (drivers/char/virtio_console.c), each one a
 // notification of the host: under TCG the guest's one vCPU was the limit.
-const (
-	frameSideband = 0xf1
-	// sidebandMax bounds one sideband frame: the process's pipe holds no
-	// more (setPipes).
-	sidebandMax = readChunk
-	// ttrpcHeader is the length of a ttrpc message header.
-	ttrpcHeader = 10
-)
+// sidebandMax bounds one sideband frame: the process's pipe holds no more
+// (setPipes).
+const sidebandMax = readChunk
 
 // sideband is the agent's virtio-serial channel; nil on vsock.
 var sideband *fileConn
@@ -49,7 +41,7 @@ type fileConn struct {
 	// idle is signalled when a ttrpc message has been written whole:
 	// ttrpc may write one in several calls.
 	idle *sync.Cond
-	hdr  [ttrpcHeader]byte
+	hdr  [api.TTRPCHeaderLen]byte
 	hdrN int // bytes of the current message's header written
 	left int // bytes of its payload still to write
 	// broken: a sideband frame was cut short, the channel is lost.
@@ -92,7 +84,7 @@ func (c *fileConn) Write(b []byte) (int, error) {
 		k := copy(c.hdr[c.hdrN:], w)
 		c.hdrN += k
 		w = w[k:]
-		if c.hdrN == ttrpcHeader {
+		if c.hdrN == api.TTRPCHeaderLen {
 			c.left = int(binary.BigEndian.Uint32(c.hdr[:4]))
 			c.hdrN = 0
 		}
@@ -161,10 +153,8 @@ func (c *fileConn) sendSideband(tag uint64, src *os.File) (n int, eof bool, err 
 // spliceStaged sends the n bytes of the staging pipe as one sideband
 // frame; c.wmu is held.
 func (c *fileConn) spliceStaged(tag uint64, n int) (int, error) {
-	var hdr [13]byte // kind, length, tag
-	hdr[0] = frameSideband
-	binary.LittleEndian.PutUint32(hdr[1:], uint32(n))
-	binary.LittleEndian.PutUint64(hdr[5:], tag)
+	var hdr [api.SidebandHeaderLen]byte
+	api.PutSidebandHeader(&hdr, n, tag)
 	if _, err := c.File.Write(hdr[:]); err != nil {
 		c.broken = err
 		return 0, err

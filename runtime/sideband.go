@@ -28,16 +28,9 @@ type framedConn struct {
 	pending map[uint64][]byte // their data, once it came
 }
 
-const (
-	// frameSideband starts a sideband frame; a ttrpc message (at most
-	// 4 MiB, its length first, big-endian) starts with a 0 byte.
-	frameSideband = 0xf1
-	// ttrpcHeader is the length of a ttrpc message header.
-	ttrpcHeader = 10
-	// maxSideband bounds a sideband frame the host accepts (the agent
-	// sends at most a pipe's worth).
-	maxSideband = 64 << 20
-)
+// maxSideband bounds a sideband frame the host accepts (the agent sends at
+// most a pipe's worth).
+const maxSideband = 64 << 20
 
 func newFramedConn(c net.Conn) *framedConn {
 	return &framedConn{Conn: c, br: bufio.NewReaderSize(c, 64<<10), pending: map[uint64][]byte{}, waiting: map[uint64]bool{}}
@@ -50,20 +43,19 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if kind[0] != frameSideband {
-			h, err := c.br.Peek(ttrpcHeader)
+		if kind[0] != api.SidebandFrame {
+			h, err := c.br.Peek(api.TTRPCHeaderLen)
 			if err != nil {
 				return 0, err
 			}
-			c.left = ttrpcHeader + int(binary.BigEndian.Uint32(h[:4]))
+			c.left = api.TTRPCHeaderLen + int(binary.BigEndian.Uint32(h[:4]))
 			break
 		}
-		var hdr [13]byte
+		var hdr [api.SidebandHeaderLen]byte
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			return 0, err
 		}
-		n := int(binary.LittleEndian.Uint32(hdr[1:5]))
-		tag := binary.LittleEndian.Uint64(hdr[5:])
+		n, tag := api.ParseSidebandHeader(&hdr)
 		if n > maxSideband {
 			return 0, fmt.Errorf("agent channel: sideband frame of %d bytes", n)
 		}
