@@ -15,8 +15,10 @@ import (
 const (
 	// RoleVMM is the hypervisor process (QEMU).
 	RoleVMM = "vmm"
-	// RoleVirtiofsd serves one of the VM's shared directories.
-	RoleVirtiofsd = "virtiofsd"
+	// RoleFileServer serves one of the VM's shared directories
+	// (virtiofsd, or QEMU's 9p proxy helper in a VM restored from a
+	// template).
+	RoleFileServer = "file-server"
 	// RoleHelper is any other helper of the VM (it names the state dir).
 	RoleHelper = "helper"
 )
@@ -40,8 +42,8 @@ type HostProcess struct {
 
 // HostProcesses lists the host processes of c's VM, the VMM first: the
 // VMM, and the helpers started next to it (children of the same owner)
-// that serve one of its shared directories (virtiofsd runs chrooted into
-// the directory it shares) or name its state dir. It is empty once the VM
+// that serve one of its shared directories (virtiofsd and the 9p proxy
+// run chrooted into the directory they share) or name its state dir. It is empty once the VM
 // has stopped. Without procfs it holds the VMM alone, with no figures.
 func (c *Container) HostProcesses() ([]HostProcess, error) {
 	if c.sb == nil {
@@ -86,7 +88,7 @@ func vmProcesses(vmm int, stateDir string, shares []string) ([]HostProcess, erro
 		if cwd, err := os.Readlink(filepath.Join(p, "cwd")); err == nil {
 			for _, s := range shares {
 				if cwd == s {
-					role = RoleVirtiofsd
+					role = RoleFileServer
 				}
 			}
 		}

@@ -72,7 +72,7 @@ func TestVMProcesses(t *testing.T) {
 			t.Errorf("%d (%s): RSS 0", p.Pid, p.Comm)
 		}
 	}
-	want := map[int]string{vmm: RoleVMM, fsd: RoleVirtiofsd, helper: RoleHelper}
+	want := map[int]string{vmm: RoleVMM, fsd: RoleFileServer, helper: RoleHelper}
 	if len(procs) == 0 || procs[0].Pid != vmm {
 		t.Errorf("the VMM is not listed first: %+v", procs)
 	}

@@ -305,33 +305,48 @@ func TestWrongStateErrors(t *testing.T) {
 	v.runOK("delete", id)
 }
 
-// TestKill9OfDetached kills each host process of a detached container;
-// state must turn stopped and delete must leave nothing behind.
+// TestKill9OfDetached kills each host process of a detached container,
+// found by its name among `vzrun ps`'s pids; state must turn stopped and
+// delete must leave nothing behind. A VM restored from a template has a
+// 9p proxy per shared directory, a cold-booted one a virtiofsd.
 func TestKill9OfDetached(t *testing.T) {
-	for _, victim := range []string{"monitor", "qemu-system", "virtiofsd"} {
-		t.Run(victim, func(t *testing.T) {
+	for _, tc := range []struct {
+		victim     string // comm prefix
+		cold       bool
+		fileServer bool
+	}{
+		{victim: "vzrun"},
+		{victim: "qemu-system"},
+		{victim: "virtfs-proxy", fileServer: true},
+		{victim: "virtiofsd", cold: true, fileServer: true},
+	} {
+		t.Run(tc.victim, func(t *testing.T) {
 			v := newVZ(t)
 			b := newBundle(t, "sh", "-c", "while :; do sleep 0.1; done")
+			if tc.cold {
+				b.annotate(t, "io.vzrun.template", "false")
+			}
 			id := uniqueID(t)
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			v.detach("run", "--detach", "--pid-file", pidFile, "--bundle", b.Dir, id)
 			monitor := readPid(t, pidFile)
-			pid := monitor
-			if victim != "monitor" {
-				pid = 0
-				for _, p := range processesMentioning(v.root) {
-					if strings.Contains(p, victim) {
-						fmt.Sscan(p, &pid)
-					}
+			var pids []int
+			if err := json.Unmarshal([]byte(v.runOK("ps", "--format", "json", id).stdout), &pids); err != nil {
+				t.Fatal(err)
+			}
+			pid := 0
+			for _, p := range pids {
+				if strings.HasPrefix(procComm(p), tc.victim) {
+					pid = p
 				}
-				if pid == 0 {
-					t.Fatalf("no %s process", victim)
-				}
+			}
+			if pid == 0 {
+				t.Fatalf("no %s process among %v", tc.victim, pids)
 			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			if victim == "virtiofsd" {
+			if tc.fileServer {
 				// The VM survives losing its file server; the container
 				// is still killable and deletable.
 				v.runOK("delete", "--force", id)

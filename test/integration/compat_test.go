@@ -201,6 +201,43 @@ func TestReadonlySpecialFiles(t *testing.T) {
 	}
 }
 
+// A container makes FIFOs and device nodes on its rootfs and changes
+// owners there, whether its VM was restored from a template (rootfs over
+// 9p) or booted cold (virtio-fs); the host's rootfs has them.
+func TestSpecialFilesOnRootfs(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		annotations []string
+	}{
+		{name: "default"},
+		{name: "cold-boot", annotations: []string{"io.vzrun.template", "false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "sh", "-c", "mkfifo -m 0640 /var-fifo && mknod /var-null c 1 3 && echo x > /var-null && mkdir /owned && chown 1000:1001 /owned && echo made")
+			caps := append(b.Spec.Process.Capabilities.Bounding, "CAP_MKNOD")
+			b.Spec.Process.Capabilities.Bounding, b.Spec.Process.Capabilities.Effective, b.Spec.Process.Capabilities.Permitted = caps, caps, caps
+			b.save(t)
+			if tc.annotations != nil {
+				b.annotate(t, tc.annotations...)
+			}
+			if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); strings.TrimSpace(r.stdout) != "made" {
+				t.Fatalf("stdout %q stderr %q, want made", r.stdout, r.stderr)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(b.rootfs(), "var-fifo"), &st); err != nil || st.Mode != unix.S_IFIFO|0o640 {
+				t.Errorf("var-fifo on the host: mode %o (%v), want a FIFO 0640", st.Mode, err)
+			}
+			if err := unix.Lstat(filepath.Join(b.rootfs(), "var-null"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
+				t.Errorf("var-null on the host: mode %o rdev %x (%v), want the character device 1:3", st.Mode, st.Rdev, err)
+			}
+			if err := unix.Lstat(filepath.Join(b.rootfs(), "owned"), &st); err != nil || st.Uid != 1000 || st.Gid != 1001 {
+				t.Errorf("owned on the host: %d:%d (%v), want 1000:1001", st.Uid, st.Gid, err)
+			}
+		})
+	}
+}
+
 // An empty seccomp flags list means no flags to runc, a missing one its
 // default (SPEC_ALLOW): the spec must reach the guest's runc as written.
 func TestSeccompFlagsAsWritten(t *testing.T) {

@@ -231,7 +231,7 @@ func TestNerdctlRunInteractiveTerminal(t *testing.T) {
 }
 
 // TestNerdctlTopShowsTheVM checks that the task's pids are the VM's host
-// processes (QEMU, virtiofsd), so `nerdctl top` shows them with their
+// processes (QEMU, its file servers), so `nerdctl top` shows them with their
 // memory, that `ctr task ps` lists the same, and that the shim's metrics
 // socket reports their footprint.
 func TestNerdctlTopShowsTheVM(t *testing.T) {
@@ -249,18 +249,18 @@ func TestNerdctlTopShowsTheVM(t *testing.T) {
 		switch comm {
 		case "qemu-system-x86":
 			vmmPid, vmmRSS = pid, rss
-		case "virtiofsd":
+		case "virtiofsd", "virtfs-proxy-he":
 			fsds++
 		default:
 			t.Errorf("top lists %q, not a process of the VM:\n%s", line, top)
 		}
 	}
-	// A VM restored from a template serves its shares with QEMU's 9p;
-	// a cold-booted one has a virtiofsd per shared directory.
-	if vmmPid == 0 {
-		t.Errorf("top: want QEMU (and any virtiofsd):\n%s", top)
+	// A VM restored from a template has a 9p proxy per shared
+	// directory, a cold-booted one a virtiofsd.
+	if vmmPid == 0 || fsds == 0 {
+		t.Errorf("top: want QEMU and its file servers:\n%s", top)
 	}
-	t.Logf("top: QEMU and %d virtiofsd", fsds)
+	t.Logf("top: QEMU and %d file servers", fsds)
 	if vmmRSS < 16<<10 {
 		t.Errorf("top: QEMU's RSS %d KiB, want at least 16 MiB:\n%s", vmmRSS, top)
 	}

@@ -26,9 +26,12 @@ import (
 // share the pages they have not written) and loads the state with
 // -incoming. Devices whose backing is each VM's own attach in a way that
 // survives the restore: shares are virtio-9p devices in fixed slots
-// (QEMU cannot migrate vhost-user-fs; 9p keeps no state until the guest
-// mounts it, and the agent mounts only after the restore), the NIC's tap
-// is the clone's own descriptor, the agent channel the clone's own socket.
+// (9p keeps no state until the guest mounts it, and the agent mounts only
+// after the restore), the NIC's tap is the clone's own descriptor, the
+// agent channel the clone's own socket. virtio-fs cannot serve a clone:
+// QEMU 7.2 does not migrate vhost-user-fs, and a vhost-user server writes
+// into guest RAM through its own mapping of it, which a clone's private
+// copy-on-write mapping of the template does not share.
 
 const (
 	templateMem   = "mem"
@@ -83,8 +86,21 @@ func (v *vm) memoryBackend(size string) string {
 	return "memory-backend-memfd,id=mem,size=" + size + ",share=on"
 }
 
+// taps counts the NICs with a tap: their descriptors come first in QEMU's
+// (fd 3 on).
+func taps(nics []hypervisor.NIC) int {
+	n := 0
+	for _, nic := range nics {
+		if nic.Tap != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // restorableDevices are the shares in their 9p slots (empty slots serve an
-// empty directory) and the NIC, plus -incoming for a clone.
+// empty directory; a clone's shares are served by proxy helpers where
+// QEMU has them, see usesProxy) and the NIC, plus -incoming for a clone.
 func (v *vm) restorableDevices() ([]string, error) {
 	c := v.cfg
 	empty := v.path("empty")
@@ -102,6 +118,9 @@ func (v *vm) restorableDevices() ([]string, error) {
 		}
 		id := "p9" + strconv.Itoa(i)
 		fsdev := "local,id=" + id + ",path=" + path + ",security_model=passthrough"
+		if i < len(c.Shares) && v.usesProxy() {
+			fsdev = "proxy,id=" + id + ",sock_fd=" + strconv.Itoa(3+taps(c.NICs)+i)
+		}
 		if ro {
 			fsdev += ",readonly=on"
 		}
