@@ -43,8 +43,9 @@ type HostProcess struct {
 // HostProcesses lists the host processes of c's VM, the VMM first: the
 // VMM, and the helpers started next to it (children of the same owner)
 // that serve one of its shared directories (virtiofsd and the 9p proxy
-// run chrooted into the directory they share) or name its state dir. It is empty once the VM
-// has stopped. Without procfs it holds the VMM alone, with no figures.
+// run chrooted into the directory they share) or name its state dir. It
+// is empty once the VM has stopped. Without procfs it holds the VMM
+// alone, with no figures.
 func (c *Container) HostProcesses() ([]HostProcess, error) {
 	if c.sb == nil {
 		return nil, nil

@@ -42,13 +42,15 @@ type vm struct {
 	guest guest
 	// saveDir is where SaveTemplate keeps this VM's memory.
 	saveDir string
-	// proxies are QEMU's ends of the 9p proxy helpers' sockets, one per
-	// share, passed to QEMU after the taps (see usesProxy).
+	// proxy: a clone's shares are served by QEMU's 9p proxy helper (see
+	// usesProxy); proxies are QEMU's ends of the helpers' sockets, one per
+	// share, passed to QEMU after the taps.
+	proxy   bool
 	proxies []*os.File
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
-	fsds    []*exec.Cmd
+	fsds    []*exec.Cmd // file servers: virtiofsd, 9p proxy
 	conn    net.Conn
 	done    chan struct{}
 	waitErr error
@@ -80,12 +82,12 @@ func New(cfg hypervisor.Config) (hypervisor.VM, error) {
 	if _, err := exec.LookPath(g.binary); err != nil {
 		return nil, fmt.Errorf("%s not found (apt-get install %s): %w", g.binary, g.pkgHint, err)
 	}
-	if len(cfg.Shares) > 0 {
+	if len(cfg.Shares) > 0 && !cfg.Restorable {
 		if _, err := os.Stat(VirtiofsdBinary); err != nil {
 			return nil, fmt.Errorf("virtiofsd: %w", err)
 		}
 	}
-	return &vm{cfg: cfg, accel: cfg.Accel, guest: g, done: make(chan struct{})}, nil
+	return &vm{cfg: cfg, accel: cfg.Accel, guest: g, proxy: usesProxy(cfg), done: make(chan struct{})}, nil
 }
 
 func (v *vm) path(name string) string { return filepath.Join(v.cfg.StateDir, name) }
@@ -99,7 +101,7 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	for i, s := range v.cfg.Shares {
 		var err error
 		switch {
-		case v.usesProxy():
+		case v.proxy:
 			err = v.startProxy(i, s)
 		case !v.cfg.Restorable:
 			err = v.startVirtiofsd(i, s)
@@ -374,13 +376,7 @@ func nicArgs(nics []hypervisor.NIC, i int) []string {
 	id := "net" + strconv.Itoa(i)
 	netdev := "user,id=" + id
 	if nics[i].Tap != nil {
-		fd := 3
-		for _, n := range nics[:i] {
-			if n.Tap != nil {
-				fd++
-			}
-		}
-		netdev = "tap,id=" + id + ",fd=" + strconv.Itoa(fd)
+		netdev = "tap,id=" + id + ",fd=" + strconv.Itoa(3+taps(nics[:i]))
 	}
 	return []string{"-netdev", netdev, "-device", "virtio-net-device,netdev=" + id + ",mac=" + nics[i].MAC.String()}
 }
@@ -403,15 +399,21 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 		return err
 	}
 	defer lf.Close()
-	args := []string{"--fd=3", "-o", "source=" + s.Path, "-o", "cache=auto",
-		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts"}
-	cmd := exec.Command(VirtiofsdBinary, args...)
-	// Named after the state dir, which is how `delete` finds a virtiofsd
-	// left behind (its working directory goes with the chroot).
-	cmd.Args[0] = v.path(name + "-virtiofsd")
+	return v.startFileServer("virtiofsd", name+"-virtiofsd", "virtiofsd-"+strconv.Itoa(i)+".log", lf, s,
+		VirtiofsdBinary, "--fd=3", "-o", "source="+s.Path, "-o", "cache=auto",
+		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts")
+}
+
+// startFileServer starts a file server for share s with conn as its fd
+// 3, logging to logName in the state dir. Its argv[0] is the state dir's
+// path/name, which is how `delete` finds one left behind (its working
+// directory goes with its chroot into the share).
+func (v *vm) startFileServer(what, name, logName string, conn *os.File, s hypervisor.Share, binary string, args ...string) error {
+	cmd := exec.Command(binary, args...)
+	cmd.Args[0] = v.path(name)
 	cmd.Dir = v.cfg.StateDir
-	cmd.ExtraFiles = []*os.File{lf}
-	logf, err := os.Create(v.path("virtiofsd-" + strconv.Itoa(i) + ".log"))
+	cmd.ExtraFiles = []*os.File{conn}
+	logf, err := os.Create(v.path(logName))
 	if err != nil {
 		return err
 	}
@@ -419,7 +421,7 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting virtiofsd for %s: %w", s.Path, err)
+		return fmt.Errorf("starting %s for %s: %w", what, s.Path, err)
 	}
 	v.mu.Lock()
 	v.fsds = append(v.fsds, cmd)
@@ -441,8 +443,8 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 // measurable change in a whole run from a template.
 // QEMU 9.2 dropped the helper; the local server of QEMU 10 makes special
 // files (measured with 10.0.2).
-func (v *vm) usesProxy() bool {
-	if v.cfg.Template == "" {
+func usesProxy(cfg hypervisor.Config) bool {
+	if cfg.Template == "" {
 		return false
 	}
 	_, err := os.Stat(ProxyBinary)
@@ -459,26 +461,9 @@ func (v *vm) startProxy(i int, s hypervisor.Share) error {
 	qemuEnd, helperEnd := os.NewFile(uintptr(fds[0]), "p9-qemu"), os.NewFile(uintptr(fds[1]), "p9-helper")
 	defer helperEnd.Close()
 	v.proxies = append(v.proxies, qemuEnd)
-	cmd := exec.Command(ProxyBinary, "--nodaemon", "--fd", "3", "--path", s.Path)
-	// Named after the state dir, like a virtiofsd.
-	cmd.Args[0] = v.path("p9-" + strconv.Itoa(i) + "-proxy")
-	cmd.Dir = v.cfg.StateDir
-	cmd.ExtraFiles = []*os.File{helperEnd}
-	logf, err := os.Create(v.path("p9proxy-" + strconv.Itoa(i) + ".log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the 9p proxy for %s: %w", s.Path, err)
-	}
-	v.mu.Lock()
-	v.fsds = append(v.fsds, cmd)
-	v.mu.Unlock()
-	go func() { _ = cmd.Wait() }()
-	return nil
+	n := strconv.Itoa(i)
+	return v.startFileServer("the 9p proxy", "p9-"+n+"-proxy", "p9proxy-"+n+".log", helperEnd, s,
+		ProxyBinary, "--nodaemon", "--fd", "3", "--path", s.Path)
 }
 
 func (v *vm) AgentConn() net.Conn { return v.conn }

@@ -118,7 +118,7 @@ func (v *vm) restorableDevices() ([]string, error) {
 		}
 		id := "p9" + strconv.Itoa(i)
 		fsdev := "local,id=" + id + ",path=" + path + ",security_model=passthrough"
-		if i < len(c.Shares) && v.usesProxy() {
+		if i < len(c.Shares) && v.proxy {
 			fsdev = "proxy,id=" + id + ",sock_fd=" + strconv.Itoa(3+taps(c.NICs)+i)
 		}
 		if ro {
