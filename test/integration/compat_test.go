@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -201,10 +202,11 @@ func TestReadonlySpecialFiles(t *testing.T) {
 	}
 }
 
-// A container makes FIFOs and device nodes on its rootfs and changes
-// owners there, whether its VM was restored from a template (rootfs over
-// 9p) or booted cold (virtio-fs); the host's rootfs has them.
+// A container makes FIFOs, unix sockets and device nodes on its rootfs and
+// changes owners there, whether its VM was restored from a template
+// (rootfs over 9p) or booted cold (virtio-fs); the host's rootfs has them.
 func TestSpecialFilesOnRootfs(t *testing.T) {
+	usock := buildUnixSocketProbe(t)
 	for _, tc := range []struct {
 		name        string
 		annotations []string
@@ -214,19 +216,25 @@ func TestSpecialFilesOnRootfs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVZ(t)
-			b := newBundle(t, "sh", "-c", "mkfifo -m 0640 /var-fifo && mknod /var-null c 1 3 && echo x > /var-null && mkdir /owned && chown 1000:1001 /owned && echo made")
+			b := newBundle(t, "sh", "-c", "mkfifo -m 0640 /var-fifo && mknod /var-null c 1 3 && echo x > /var-null && mkdir /owned && chown 1000:1001 /owned && /usock /var-sock && echo made")
 			caps := append(b.Spec.Process.Capabilities.Bounding, "CAP_MKNOD")
 			b.Spec.Process.Capabilities.Bounding, b.Spec.Process.Capabilities.Effective, b.Spec.Process.Capabilities.Permitted = caps, caps, caps
 			b.save(t)
 			if tc.annotations != nil {
 				b.annotate(t, tc.annotations...)
 			}
-			if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); strings.TrimSpace(r.stdout) != "made" {
-				t.Fatalf("stdout %q stderr %q, want made", r.stdout, r.stderr)
+			if err := os.WriteFile(filepath.Join(b.rootfs(), "usock"), usock, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); r.stdout != "unix socket answered\nmade\n" {
+				t.Fatalf("stdout %q stderr %q, want the socket's answer and made", r.stdout, r.stderr)
 			}
 			var st unix.Stat_t
 			if err := unix.Lstat(filepath.Join(b.rootfs(), "var-fifo"), &st); err != nil || st.Mode != unix.S_IFIFO|0o640 {
 				t.Errorf("var-fifo on the host: mode %o (%v), want a FIFO 0640", st.Mode, err)
+			}
+			if err := unix.Lstat(filepath.Join(b.rootfs(), "var-sock"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+				t.Errorf("var-sock on the host: mode %o (%v), want a socket", st.Mode, err)
 			}
 			if err := unix.Lstat(filepath.Join(b.rootfs(), "var-null"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
 				t.Errorf("var-null on the host: mode %o rdev %x (%v), want the character device 1:3", st.Mode, st.Rdev, err)
@@ -236,6 +244,56 @@ func TestSpecialFilesOnRootfs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// buildUnixSocketProbe builds a static program (busybox has none) that
+// listens on the unix socket named by its argument, connects to it and
+// prints what it was sent; it returns the binary.
+func buildUnixSocketProbe(t *testing.T) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "go.mod"), "module usock\n\ngo 1.22\n")
+	writeFile(t, filepath.Join(dir, "main.go"), `package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+)
+
+func main() {
+	l, err := net.Listen("unix", os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Write([]byte("unix socket answered"))
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	b := make([]byte, 64)
+	n, _ := c.Read(b)
+	fmt.Println(string(b[:n]))
+}
+`)
+	cmd := exec.Command("go", "build", "-o", "usock", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the unix socket probe: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(filepath.Join(dir, "usock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // An empty seccomp flags list means no flags to runc, a missing one its
