@@ -98,6 +98,14 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 			_ = v.Stop(context.WithoutCancel(ctx))
 		}
 	}()
+	// QEMU gets its own copies of the proxies' sockets; ours go on any
+	// return, also when a later file server fails to start.
+	defer func() {
+		for _, f := range v.proxies {
+			f.Close()
+		}
+		v.proxies = nil
+	}()
 	for i, s := range v.cfg.Shares {
 		var err error
 		switch {
@@ -110,13 +118,6 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 			return err
 		}
 	}
-	// QEMU gets its own copies of the proxies' sockets.
-	defer func() {
-		for _, f := range v.proxies {
-			f.Close()
-		}
-		v.proxies = nil
-	}()
 	args, err := v.args()
 	if err != nil {
 		return err
