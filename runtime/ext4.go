@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // makeExt4 packs a rootfs directory into an ext4 image.
@@ -62,8 +64,9 @@ func dirSize(dir string) (int64, error) {
 // image, so that the block mode, like virtio-fs, leaves the container's
 // writes in the bundle. The image is dumped (debugfs rdump) beside rootfs
 // first and swapped in entry by entry, so an interrupted sync leaves the
-// dump to recover from rather than losing it. FIFOs and device nodes made
-// in the container are not carried back (rdump skips them).
+// dump to recover from rather than losing it. The image is read by
+// debugfs, in user space: the host kernel never mounts a file system the
+// guest wrote.
 func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	dump, err := os.MkdirTemp(filepath.Dir(rootfs), ".vzrun-sync-")
 	if err != nil {
@@ -72,6 +75,10 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	out, err := exec.CommandContext(ctx, "debugfs", "-R", "rdump / "+dump, img).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("dumping %s: %v: %s", img, err, strings.TrimSpace(string(out)))
+	}
+	if err := completeDump(ctx, img, dump); err != nil {
+		// What rdump wrote is still the container's data: swap it in.
+		log.G(ctx).WithError(err).Warnf("syncing %s back: not every FIFO, device node, hard link or extended attribute is carried back", img)
 	}
 	if _, err := os.Lstat(filepath.Join(rootfs, "lost+found")); errors.Is(err, os.ErrNotExist) {
 		_ = os.RemoveAll(filepath.Join(dump, "lost+found"))
@@ -101,4 +108,262 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 		}
 	}
 	return os.Remove(dump)
+}
+
+// imageEntry is a directory entry of an ext4 image (debugfs ls -p).
+type imageEntry struct {
+	ino      string // debugfs's inode spec, "<N>"
+	mode     uint32
+	uid, gid int
+	path     string // relative to the image's root
+}
+
+// completeDump adds to an rdump of img what rdump leaves out: FIFOs and
+// device nodes, hard links (rdump writes each name as a file of its own)
+// and extended attributes (file capabilities, ACLs, user attributes).
+// Without them a run in the ext4 mode would strip them from the bundle.
+func completeDump(ctx context.Context, img, dump string) error {
+	entries, err := listImage(ctx, img)
+	if err != nil {
+		return err
+	}
+	// Device numbers, from debugfs stat.
+	var devs []imageEntry
+	for _, e := range entries {
+		if t := e.mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
+			devs = append(devs, e)
+		}
+	}
+	rdev := map[string]int{}
+	if len(devs) > 0 {
+		cmds := make([]string, len(devs))
+		for i, e := range devs {
+			cmds[i] = "stat " + e.ino
+		}
+		out, err := debugfsBatch(ctx, img, cmds)
+		if err != nil {
+			return err
+		}
+		for i, lines := range out {
+			var major, minor uint32
+			found := false
+			for _, l := range lines {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "Device major/minor number:"); ok {
+					if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d:%d", &major, &minor); err == nil {
+						found = true
+					}
+				}
+			}
+			if !found {
+				return fmt.Errorf("no device number for %s", devs[i].path)
+			}
+			rdev[devs[i].ino] = int(unix.Mkdev(major, minor))
+		}
+	}
+
+	first := map[string]string{} // inode -> the first path it was seen at
+	var attrOwners []imageEntry
+	for _, e := range entries {
+		dst := filepath.Join(dump, e.path)
+		t := e.mode & unix.S_IFMT
+		if t == unix.S_IFDIR {
+			attrOwners = append(attrOwners, e)
+			continue
+		}
+		if p, ok := first[e.ino]; ok {
+			if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			if err := os.Link(filepath.Join(dump, p), dst); err != nil {
+				return fmt.Errorf("hard link %s: %w", e.path, err)
+			}
+			continue
+		}
+		first[e.ino] = e.path
+		attrOwners = append(attrOwners, e)
+		switch t {
+		case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
+			_ = os.Remove(dst)
+			if err := unix.Mknod(dst, e.mode, rdev[e.ino]); err != nil {
+				return fmt.Errorf("mknod %s: %w", e.path, err)
+			}
+			if err := os.Lchown(dst, e.uid, e.gid); err != nil {
+				return err
+			}
+			// mknod applies the umask.
+			if err := os.Chmod(dst, os.FileMode(e.mode&0o777)|modeBits(e.mode)); err != nil {
+				return err
+			}
+		}
+	}
+	return copyXattrs(ctx, img, dump, attrOwners)
+}
+
+// modeBits turns setuid, setgid and sticky into os.FileMode's bits.
+func modeBits(mode uint32) os.FileMode {
+	var m os.FileMode
+	if mode&unix.S_ISUID != 0 {
+		m |= os.ModeSetuid
+	}
+	if mode&unix.S_ISGID != 0 {
+		m |= os.ModeSetgid
+	}
+	if mode&unix.S_ISVTX != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}
+
+// copyXattrs sets on each dumped entry the extended attributes its inode
+// has in img (debugfs ea_list, then ea_get -f for each value), after
+// ownership, which would clear a file capability.
+func copyXattrs(ctx context.Context, img, dump string, entries []imageEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	cmds := make([]string, len(entries))
+	for i, e := range entries {
+		cmds[i] = "ea_list " + e.ino
+	}
+	lists, err := debugfsBatch(ctx, img, cmds)
+	if err != nil {
+		return err
+	}
+	vals, err := os.MkdirTemp("", "vzrun-xattrs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(vals)
+	type attr struct {
+		path, name, file string
+	}
+	var attrs []attr
+	cmds = cmds[:0]
+	for i, lines := range lists {
+		for _, l := range lines {
+			name, ok := xattrName(l)
+			if !ok {
+				continue
+			}
+			file := filepath.Join(vals, strconv.Itoa(len(attrs)))
+			attrs = append(attrs, attr{entries[i].path, name, file})
+			cmds = append(cmds, "ea_get -f "+file+" "+entries[i].ino+" "+name)
+		}
+	}
+	if len(attrs) == 0 {
+		return nil
+	}
+	if _, err := debugfsBatch(ctx, img, cmds); err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range attrs {
+		v, err := os.ReadFile(a.file)
+		if err == nil {
+			err = unix.Lsetxattr(filepath.Join(dump, a.path), a.name, v, 0)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("attribute %s of %s: %w", a.name, a.path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// xattrName parses a line of debugfs's ea_list ("  NAME (LEN) = VALUE").
+// system.data is ext4's inline data, not an attribute of the file.
+func xattrName(line string) (string, bool) {
+	rest, ok := strings.CutPrefix(line, "  ")
+	if !ok {
+		return "", false
+	}
+	name, _, ok := strings.Cut(rest, " (")
+	if !ok || name == "" || strings.ContainsAny(name, " \t\"") || name == "system.data" {
+		return "", false
+	}
+	return name, true
+}
+
+// listImage lists every entry below the root of img, a directory level
+// per debugfs run, by inode number (so no name needs quoting).
+func listImage(ctx context.Context, img string) ([]imageEntry, error) {
+	var all []imageEntry
+	level := []imageEntry{{ino: "<2>", mode: unix.S_IFDIR}}
+	for len(level) > 0 {
+		cmds := make([]string, len(level))
+		for i, d := range level {
+			cmds[i] = "ls -p " + d.ino
+		}
+		out, err := debugfsBatch(ctx, img, cmds)
+		if err != nil {
+			return nil, err
+		}
+		var next []imageEntry
+		for i, lines := range out {
+			for _, l := range lines {
+				if l == "" {
+					continue
+				}
+				// /INO/MODE/UID/GID/NAME/SIZE/ (a directory's size is empty)
+				f := strings.Split(l, "/")
+				if len(f) != 8 || f[0] != "" || f[7] != "" {
+					return nil, fmt.Errorf("debugfs ls -p: unexpected line %q", l)
+				}
+				// Unused slots (lost+found has many) are inode 0.
+				if f[1] == "0" || f[5] == "" || f[5] == "." || f[5] == ".." {
+					continue
+				}
+				mode, err1 := strconv.ParseUint(f[2], 8, 32)
+				uid, err2 := strconv.Atoi(f[3])
+				gid, err3 := strconv.Atoi(f[4])
+				if err := errors.Join(err1, err2, err3); err != nil {
+					return nil, fmt.Errorf("debugfs ls -p: line %q: %w", l, err)
+				}
+				e := imageEntry{ino: "<" + f[1] + ">", mode: uint32(mode), uid: uid, gid: gid, path: filepath.Join(level[i].path, f[5])}
+				all = append(all, e)
+				if e.mode&unix.S_IFMT == unix.S_IFDIR {
+					next = append(next, e)
+				}
+			}
+		}
+		level = next
+	}
+	return all, nil
+}
+
+// debugfsBatch runs cmds in one debugfs on img and returns each one's
+// output lines, split where debugfs echoes the next command.
+func debugfsBatch(ctx context.Context, img string, cmds []string) ([][]string, error) {
+	f, err := os.CreateTemp("", "vzrun-debugfs-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString(strings.Join(cmds, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "debugfs", "-f", f.Name(), img)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("debugfs: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	out := make([][]string, 0, len(cmds))
+	for _, l := range strings.Split(string(stdout), "\n") {
+		if strings.HasPrefix(l, "debugfs: ") {
+			out = append(out, nil)
+			continue
+		}
+		if len(out) > 0 {
+			out[len(out)-1] = append(out[len(out)-1], l)
+		}
+	}
+	if len(out) != len(cmds) {
+		return nil, fmt.Errorf("debugfs ran %d of %d commands: %s", len(out), len(cmds), strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
 }

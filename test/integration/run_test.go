@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 func TestRunStdoutStderrExitCode(t *testing.T) {
@@ -174,8 +176,19 @@ func TestRunExt4Rootfs(t *testing.T) {
 	v := newVZ(t)
 	for _, mode := range []string{"ordered", "writeback", "journal"} {
 		t.Run(mode, func(t *testing.T) {
-			b := newBundle(t, "sh", "-c", "grep ' / ' /proc/mounts; echo from-ext4 > /root/out.txt")
+			b := newBundle(t, "sh", "-c", "grep ' / ' /proc/mounts; echo from-ext4 > /root/out.txt; mkfifo /root/made-fifo; ln /root/out.txt /root/out-link")
 			b.annotate(t, "io.vzrun.rootfs", "ext4", "io.vzrun.ext4.data", mode)
+			// What the image cannot lose on its way back (debugfs rdump
+			// alone would drop them): a FIFO, a device node, a file
+			// capability.
+			root := filepath.Join(b.rootfs(), "root")
+			capability := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+			if err := errors.Join(unix.Mkfifo(filepath.Join(root, "old-fifo"), 0o600),
+				unix.Mknod(filepath.Join(root, "null"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))),
+				os.WriteFile(filepath.Join(root, "ping"), []byte("ping"), 0o755),
+				unix.Setxattr(filepath.Join(root, "ping"), "security.capability", capability, 0)); err != nil {
+				t.Fatal(err)
+			}
 			r := v.runOK("run", "--bundle", b.Dir, uniqueID(t))
 			if !strings.Contains(r.stdout, " ext4 ") {
 				t.Errorf("root is not ext4: %q", r.stdout)
@@ -186,6 +199,20 @@ func TestRunExt4Rootfs(t *testing.T) {
 			got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "out.txt"))
 			if err != nil || string(got) != "from-ext4\n" {
 				t.Errorf("host rootfs /root/out.txt: %q, %v", got, err)
+			}
+			for name, typ := range map[string]uint32{"old-fifo": unix.S_IFIFO, "made-fifo": unix.S_IFIFO, "null": unix.S_IFCHR} {
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(root, name), &st); err != nil || st.Mode&unix.S_IFMT != typ {
+					t.Errorf("host rootfs /root/%s: mode %o, %v; want type %o", name, st.Mode, err, typ)
+				}
+			}
+			var a, l unix.Stat_t
+			if err := errors.Join(unix.Stat(filepath.Join(root, "out.txt"), &a), unix.Stat(filepath.Join(root, "out-link"), &l)); err != nil || a.Ino != l.Ino {
+				t.Errorf("host rootfs /root/out-link is not a hard link of out.txt (inodes %d, %d): %v", a.Ino, l.Ino, err)
+			}
+			buf := make([]byte, 64)
+			if n, err := unix.Getxattr(filepath.Join(root, "ping"), "security.capability", buf); err != nil || !bytes.Equal(buf[:n], capability) {
+				t.Errorf("host rootfs /root/ping lost its file capability: %v", err)
 			}
 		})
 	}

@@ -1,0 +1,116 @@
+//go:build linux
+
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestSyncExt4BackKeepsWhatRdumpSkips packs a tree with mkfs.ext4 -d, as
+// the ext4 rootfs mode does, and syncs the image back over the tree: FIFOs,
+// device nodes, hard links and extended attributes (a file capability, a
+// user attribute) must survive the round trip, and a change made in the
+// image (a file removed, one added) must reach the tree.
+func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mknod and security.capability")
+	}
+	ctx := context.Background()
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(rootfs, "usr/bin"), 0o755))
+	must(os.MkdirAll(filepath.Join(rootfs, "dev"), 0o755))
+	must(os.WriteFile(filepath.Join(rootfs, "usr/bin/ping"), []byte("ping"), 0o755))
+	// cap_net_raw+ep, as Debian ships ping.
+	capability := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	must(unix.Setxattr(filepath.Join(rootfs, "usr/bin/ping"), "security.capability", capability, 0))
+	must(unix.Setxattr(filepath.Join(rootfs, "usr/bin"), "user.dir", []byte("d"), 0))
+	must(os.Link(filepath.Join(rootfs, "usr/bin/ping"), filepath.Join(rootfs, "ping-link")))
+	must(unix.Mkfifo(filepath.Join(rootfs, "dev/initctl"), 0o600))
+	must(unix.Mknod(filepath.Join(rootfs, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(unix.Mknod(filepath.Join(rootfs, "dev/loop9"), unix.S_IFBLK|0o660, int(unix.Mkdev(7, 9))))
+	must(os.Chown(filepath.Join(rootfs, "dev/loop9"), 0, 6))
+	// mknod applied the umask.
+	must(os.Chmod(filepath.Join(rootfs, "dev/null"), 0o666))
+	must(os.Chmod(filepath.Join(rootfs, "dev/loop9"), 0o660))
+	must(os.WriteFile(filepath.Join(rootfs, "gone"), []byte("x"), 0o644))
+
+	img := filepath.Join(bundle, "rootfs.ext4")
+	must(makeExt4(ctx, rootfs, img, "32"))
+	// What the container did: one file removed, one added (debugfs's own
+	// writes stand in for the guest's).
+	if out, err := execOutput(ctx, "debugfs", "-w", "-R", "rm /gone", img); err != nil {
+		t.Fatalf("debugfs rm: %v: %s", err, out)
+	}
+	newFile := filepath.Join(t.TempDir(), "new")
+	must(os.WriteFile(newFile, []byte("new"), 0o644))
+	if out, err := execOutput(ctx, "debugfs", "-w", "-R", "write "+newFile+" new", img); err != nil {
+		t.Fatalf("debugfs write: %v: %s", err, out)
+	}
+
+	must(syncExt4Back(ctx, img, rootfs))
+
+	if _, err := os.Lstat(filepath.Join(rootfs, "gone")); !os.IsNotExist(err) {
+		t.Errorf("a file removed in the image is still in the rootfs: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "new")); err != nil || string(b) != "new" {
+		t.Errorf("a file added in the image: %q, %v", b, err)
+	}
+	for _, c := range []struct {
+		path string
+		typ  uint32
+		mode uint32
+		rdev uint64
+		gid  uint32
+	}{
+		{"dev/initctl", unix.S_IFIFO, 0o600, 0, 0},
+		{"dev/null", unix.S_IFCHR, 0o666, unix.Mkdev(1, 3), 0},
+		{"dev/loop9", unix.S_IFBLK, 0o660, unix.Mkdev(7, 9), 6},
+	} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(rootfs, c.path), &st); err != nil {
+			t.Errorf("%s: %v", c.path, err)
+			continue
+		}
+		if st.Mode&unix.S_IFMT != c.typ || st.Mode&0o7777 != c.mode || st.Rdev != c.rdev || st.Gid != c.gid {
+			t.Errorf("%s: mode %o rdev %d:%d gid %d, want %o %d:%d gid %d", c.path, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Gid,
+				c.typ|c.mode, unix.Major(c.rdev), unix.Minor(c.rdev), c.gid)
+		}
+	}
+	var a, b unix.Stat_t
+	must(unix.Stat(filepath.Join(rootfs, "usr/bin/ping"), &a))
+	must(unix.Stat(filepath.Join(rootfs, "ping-link"), &b))
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("hard link: inodes %d and %d, %d links; want one inode, 2 links", a.Ino, b.Ino, a.Nlink)
+	}
+	for _, x := range []struct{ path, name, want string }{
+		{"usr/bin/ping", "security.capability", string(capability)},
+		{"usr/bin", "user.dir", "d"},
+	} {
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(filepath.Join(rootfs, x.path), x.name, buf)
+		if err != nil || !bytes.Equal(buf[:n], []byte(x.want)) {
+			t.Errorf("%s of %s: %q, %v; want %q", x.name, x.path, buf[:max(n, 0)], err, x.want)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(bundle, ".vzrun-sync-*")); len(left) > 0 {
+		t.Errorf("sync left %v behind", left)
+	}
+}
+
+func execOutput(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}
