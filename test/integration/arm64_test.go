@@ -102,7 +102,7 @@ func TestArm64Guest(t *testing.T) {
 			"-device", "virtio-serial-pci", "-device", "virtconsole,chardev=con",
 			"-device", "virtserialport,chardev=agent,name="+api.PortName,
 			"-device", "virtio-rng-pci")
-		var qemuOut bytes.Buffer
+		var qemuOut syncBuffer
 		cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -47,6 +47,21 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startInBackground starts cmd and makes sure it is gone when the test
+// ends, before the test's other clean-ups (which check nothing is left).
+func startInBackground(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+}
+
 // pipes gives a vzrun command stdio pipes the way containerd's runc shim
 // does, and collects what comes out after vzrun itself has exited.
 type pipes struct {
@@ -400,10 +415,15 @@ func TestPauseResumeUpdateEvents(t *testing.T) {
 	memTotal := func() int {
 		var kb int
 		out := v.runOK("exec", id, "grep", "MemTotal", "/proc/meminfo").stdout
-		fmt.Sscanf(strings.TrimPrefix(out, "MemTotal:"), "%d", &kb)
+		if _, err := fmt.Sscanf(strings.TrimPrefix(out, "MemTotal:"), "%d", &kb); err != nil || kb == 0 {
+			t.Fatalf("MemTotal in the guest: %q: %v", out, err)
+		}
 		return kb >> 10
 	}
 	bootMiB := memTotal()
+	if bootMiB < 512 {
+		t.Fatalf("the guest booted with %d MiB, want the default 1024", bootMiB)
+	}
 	v.runOK("update", "--memory", "64m", "--pids-limit", "50", id)
 	// The balloon gives all but the limit and the agent's headroom back
 	// to the host (the guest sees less memory), and takes it again.

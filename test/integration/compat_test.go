@@ -33,6 +33,7 @@ func TestForegroundRunFromAnotherShell(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	waitFor(t, 60*time.Second, func() bool {
 		r := v.run("", "state", id)
 		return r.code == 0 && strings.Contains(r.stdout, `"running"`)

@@ -95,11 +95,9 @@ func TestRunDuplicateID(t *testing.T) {
 	b := newBundle(t, "sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done")
 	id := uniqueID(t)
 	first := v.cmd("run", "--bundle", b.Dir, id)
-	var out bytes.Buffer
+	var out syncBuffer
 	first.Stdout = &out
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startInBackground(t, first)
 	waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
 	r := v.run("", "run", "--bundle", b.Dir, id)
 	if r.code == 0 || !strings.Contains(r.stderr, "container "+id+" already exists") {
@@ -125,11 +123,9 @@ func TestKill9OfOwner(t *testing.T) {
 			b := newBundle(t, "sh", "-c", "echo ready; while :; do sleep 0.1; done")
 			id := uniqueID(t)
 			cmd := v.cmd("run", "--bundle", b.Dir, id)
-			var out bytes.Buffer
+			var out syncBuffer
 			cmd.Stdout = &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			startInBackground(t, cmd)
 			waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
 			st := v.state(id)
 			if st["status"] != "running" {

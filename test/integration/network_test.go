@@ -138,13 +138,18 @@ func TestNetworkPublishedPort(t *testing.T) {
 	if out := n.ok("exec", name, "uname", "-r"); !strings.Contains(out, "vzrun") {
 		t.Errorf("uname -r in the container: %q, want the guest kernel", out)
 	}
+	// The VM's tap and the redirects between it and the container's
+	// interface live in the container's namespace (never the host's).
+	for _, c := range [][]string{{"ip", "-o", "link", "show", "vztap0"}, {"tc", "filter", "show", "dev", "eth0", "ingress"}, {"tc", "filter", "show", "dev", "vztap0", "ingress"}} {
+		out, err := exec.Command("nsenter", append([]string{"-t", pid, "-n"}, c...)...).CombinedOutput()
+		if err != nil || len(out) == 0 || (c[0] == "tc" && !strings.Contains(string(out), "mirred")) {
+			t.Errorf("in the container's netns, %s: %v: %q", strings.Join(c, " "), err, out)
+		}
+	}
 	n.ok("rm", "-f", name)
 	// The container's namespace, and with it the tap and the redirects,
 	// is gone; nerdctl's poststop hook released the veth on the bridge.
 	waitFor(t, 30*time.Second, func() bool { return !netnsInUse(ns) })
-	if taps := linksNamed("vztap"); len(taps) > 0 {
-		t.Errorf("tap devices left: %v", taps)
-	}
 	if ports, _ := os.ReadDir("/sys/class/net/nerdctl0/brif"); len(ports) > 0 {
 		t.Errorf("veths left on the bridge: %d", len(ports))
 	}

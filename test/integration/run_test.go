@@ -222,11 +222,9 @@ func TestRunSignalForwarded(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
 	cmd := v.cmd("run", "--bundle", b.Dir, uniqueID(t))
-	var stdout bytes.Buffer
+	var stdout syncBuffer
 	cmd.Stdout = &stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startInBackground(t, cmd)
 	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
