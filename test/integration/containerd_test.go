@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +46,7 @@ func containerdBin(t *testing.T) string {
 // ctrd is a private containerd for one test.
 type ctrd struct {
 	t    *testing.T
+	ctx  context.Context
 	dir  string
 	bin  string
 	ns   string
@@ -67,7 +70,7 @@ func startContainerdFrom(t *testing.T, bin string) *ctrd {
 	}
 	// A namespace of its own keeps the shim's state (StateRoot/NAMESPACE)
 	// apart from other runs on the machine, and tells what this one left.
-	c := &ctrd{t: t, dir: dir, bin: bin, ns: "vzrun-test-" + strings.TrimPrefix(filepath.Base(dir), "vzrun-ctrd-")}
+	c := &ctrd{t: t, ctx: testContext(t), dir: dir, bin: bin, ns: "vzrun-test-" + strings.TrimPrefix(filepath.Base(dir), "vzrun-ctrd-")}
 	config := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
@@ -87,6 +90,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	c.logs = logs
 	c.cmd = exec.Command(filepath.Join(bin, "containerd"), "--config", filepath.Join(dir, "config.toml"), "--log-level", "debug")
 	c.cmd.Stdout, c.cmd.Stderr = logs, logs
+	// containerd goes with the test binary, even if a timeout kills it.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// The shim is found on containerd's PATH, the guest next to the shim.
 	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Join(repoRoot, "_output", "bin")+":"+os.Getenv("PATH"))
 	if err := c.cmd.Start(); err != nil {
@@ -101,7 +106,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
 
 func (c *ctrd) ctr(stdin string, args ...string) (string, string, int) {
-	cmd := exec.Command(filepath.Join(c.bin, "ctr"), append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
+	cmd := exec.CommandContext(c.ctx, filepath.Join(c.bin, "ctr"), append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}

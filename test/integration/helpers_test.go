@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -151,14 +152,29 @@ func writeFile(t *testing.T, path, data string) {
 // vz runs the vzrun binary with a test-private --root.
 type vz struct {
 	t    *testing.T
+	ctx  context.Context
 	root string
+}
+
+// testContext ends the commands a test starts (vzrun, ctr, nerdctl) if
+// the test runs for 15 minutes, or until 2 minutes before go test's own
+// -timeout: a hung VM or shim then fails its test, and the test's
+// clean-ups, which the timeout's panic would skip, still run.
+func testContext(t *testing.T) context.Context {
+	end := time.Now().Add(15 * time.Minute)
+	if d, ok := t.Deadline(); ok && d.Add(-2*time.Minute).Before(end) {
+		end = d.Add(-2 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func newVZ(t *testing.T) *vz {
 	t.Helper()
 	requiresVM(t)
 	root := t.TempDir()
-	v := &vz{t: t, root: root}
+	v := &vz{t: t, ctx: testContext(t), root: root}
 	t.Cleanup(func() { v.assertClean() })
 	return v
 }
@@ -169,7 +185,7 @@ type result struct {
 }
 
 func (v *vz) cmd(args ...string) *exec.Cmd {
-	cmd := exec.Command(vzrunBinary(), append([]string{"--root", v.root}, args...)...)
+	cmd := exec.CommandContext(v.ctx, vzrunBinary(), append([]string{"--root", v.root}, args...)...)
 	cmd.Env = os.Environ()
 	return cmd
 }

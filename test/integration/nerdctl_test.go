@@ -46,7 +46,7 @@ func startNerdctl(t *testing.T) (*nerdctl, string) {
 }
 
 func (n *nerdctl) cmd(args ...string) *exec.Cmd {
-	cmd := exec.Command(n.bin, append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir}, args...)...)
+	cmd := exec.CommandContext(n.c.ctx, n.bin, append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(repoRoot, "_output", "bin")+":"+os.Getenv("PATH"))
 	return cmd
 }
