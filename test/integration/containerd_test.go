@@ -157,17 +157,20 @@ func (c *ctrd) stop() {
 	// other containerds and builds are not taken for ours.
 	if procs := processesMentioning(filepath.Join(c.dir, "")); len(procs) > 0 {
 		c.t.Errorf("processes (shims, virtiofsd) left behind: %v", procs)
+		killListed(procs)
 	}
 	// QEMU names its state dir on its command line; virtiofsd names c.dir.
 	state := filepath.Join(vzshim.StateRoot, c.ns)
 	if procs := processesMentioning(state + "/"); len(procs) > 0 {
 		c.t.Errorf("VMs left behind: %v", procs)
+		killListed(procs)
 	}
 	if err := os.Remove(state); err != nil && !os.IsNotExist(err) {
 		left, _ := os.ReadDir(state)
 		c.t.Errorf("shim state left behind in %s: %v", state, left)
 	}
-	_ = exec.Command("umount", "-R", filepath.Join(c.dir, "root")).Run()
+	// Snapshots, and the rootfs a shim that was killed left mounted.
+	unmountUnder(c.dir)
 	if c.t.Failed() {
 		b, _ := os.ReadFile(c.logs.Name())
 		c.t.Logf("containerd log (tail):\n%s", lastN(string(b), 40))

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,13 +249,7 @@ func (v *vz) assertClean() {
 	t.Helper()
 	if procs := processesMentioning(v.root); len(procs) > 0 {
 		t.Errorf("processes left behind: %s", strings.Join(procs, "; "))
-		for _, p := range procs {
-			var pid int
-			fmt.Sscan(p, &pid)
-			if pid > 0 {
-				_ = syscallKill(pid)
-			}
-		}
+		killListed(procs)
 	}
 	entries, _ := os.ReadDir(v.root)
 	var left []string
@@ -263,6 +258,32 @@ func (v *vz) assertClean() {
 	}
 	if len(left) > 0 {
 		t.Errorf("state left behind in %s: %v", v.root, left)
+	}
+}
+
+// killListed kills the processes of a processesMentioning list, so one
+// test's leftovers do not outlive it.
+func killListed(procs []string) {
+	for _, p := range procs {
+		var pid int
+		fmt.Sscan(p, &pid)
+		if pid > 0 {
+			_ = syscallKill(pid)
+		}
+	}
+}
+
+// unmountUnder lazily unmounts every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var mps []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mps = append(mps, f[4])
+		}
+	}
+	for i := len(mps) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(mps[i], syscall.MNT_DETACH)
 	}
 }
 
