@@ -140,6 +140,7 @@ demo: all ## set everything up and run busybox in a VM
 .PHONY: test
 test: all guest-arm64 test-deps lint check-protos ## lint, unit tests and integration tests (boots real VMs)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+	CONTAINERD_BIN=$(CONTAINERD_BIN) CONTAINERD_LEGACY_BIN=$(CONTAINERD_LEGACY_BIN) NERDCTL_BIN=$(NERDCTL_BIN) CNI_BIN=$(CNI_BIN) \
 	$(GO) test -count=1 -v -timeout 30m ./test/integration/... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; exit $${PIPESTATUS[0]}
 
 .PHONY: conformance

@@ -23,15 +23,7 @@ import (
 // installs ($CONTAINERD_BIN or the cache).
 func containerdBin(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("CONTAINERD_BIN")
-	if dir == "" {
-		cache := os.Getenv("VZRUN_CACHE")
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache", "vzrun")
-		}
-		dir = filepath.Join(cache, "containerd-v2.4.2")
-	}
+	dir := pinnedDir(t, "CONTAINERD_BIN", "containerd-v2.4.2")
 	for _, b := range []string{"containerd", "ctr"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -52,6 +44,26 @@ type ctrd struct {
 	ns   string
 	cmd  *exec.Cmd
 	logs *os.File
+}
+
+// pinnedDir is where `make test-deps` put a pinned peer: $env, which
+// `make test` sets from the Makefile's versions, or else (go test run by
+// hand) the cache directory named dflt. Under CI the Makefile must say, so
+// a version bump cannot leave the tests on an old build in the cache.
+func pinnedDir(t *testing.T, env, dflt string) string {
+	t.Helper()
+	if dir := os.Getenv(env); dir != "" {
+		return dir
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but $%s is not set: run the tests through make test", env)
+	}
+	cache := os.Getenv("VZRUN_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "vzrun")
+	}
+	return filepath.Join(cache, dflt)
 }
 
 func startContainerd(t *testing.T) *ctrd {

@@ -16,15 +16,7 @@ const legacyContainerdVersion = "v2.2.1"
 // test-deps` installs ($CONTAINERD_LEGACY_BIN or the cache).
 func legacyContainerdBin(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("CONTAINERD_LEGACY_BIN")
-	if dir == "" {
-		cache := os.Getenv("VZRUN_CACHE")
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache", "vzrun")
-		}
-		dir = filepath.Join(cache, "containerd-"+legacyContainerdVersion)
-	}
+	dir := pinnedDir(t, "CONTAINERD_LEGACY_BIN", "containerd-"+legacyContainerdVersion)
 	for _, b := range []string{"containerd", "ctr"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			if os.Getenv("CI") == "true" {

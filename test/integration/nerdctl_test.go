@@ -33,7 +33,7 @@ type nerdctl struct {
 func startNerdctl(t *testing.T) (*nerdctl, string) {
 	t.Helper()
 	c := startContainerd(t)
-	bin := filepath.Join(filepath.Dir(containerdBin(t)), "nerdctl-v2.2.2", "nerdctl")
+	bin := filepath.Join(pinnedDir(t, "NERDCTL_BIN", "nerdctl-v2.2.2"), "nerdctl")
 	if _, err := os.Stat(bin); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI=true but nerdctl is missing (make test-deps): %v", err)

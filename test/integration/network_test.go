@@ -29,7 +29,7 @@ type cniNerdctl struct {
 func startCNINerdctl(t *testing.T) (*cniNerdctl, string) {
 	t.Helper()
 	n, img := startNerdctl(t)
-	cniPath := filepath.Join(filepath.Dir(containerdBin(t)), "cni-plugins-v1.9.1")
+	cniPath := pinnedDir(t, "CNI_BIN", "cni-plugins-v1.9.1")
 	if _, err := os.Stat(filepath.Join(cniPath, "bridge")); err != nil {
 		t.Fatalf("CNI plugins missing (make test-deps): %v", err)
 	}
