@@ -240,6 +240,7 @@ func TestNerdctlTopShowsTheVM(t *testing.T) {
 	top := n.ok("top", "web", "-o", "pid,rss,comm")
 	var vmmPid, vmmRSS uint64 // RSS in KiB
 	var fsds int
+	var fsdPids []uint64
 	for _, line := range strings.Split(strings.TrimSpace(top), "\n")[1:] {
 		var pid, rss uint64
 		var comm string
@@ -251,6 +252,7 @@ func TestNerdctlTopShowsTheVM(t *testing.T) {
 			vmmPid, vmmRSS = pid, rss
 		case "virtiofsd", "virtfs-proxy-he":
 			fsds++
+			fsdPids = append(fsdPids, pid)
 		default:
 			t.Errorf("top lists %q, not a process of the VM:\n%s", line, top)
 		}
@@ -286,6 +288,11 @@ func TestNerdctlTopShowsTheVM(t *testing.T) {
 	}
 	if vmmBytes < 16<<20 || shimBytes == 0 {
 		t.Errorf("metrics: QEMU RSS %d, shim RSS %d:\n%s", vmmBytes, shimBytes, metrics)
+	}
+	for _, pid := range fsdPids {
+		if !strings.Contains(metrics, fmt.Sprintf(`pid="%d",role="file-server"`, pid)) && !strings.Contains(metrics, fmt.Sprintf(`role="file-server",pid="%d"`, pid)) {
+			t.Errorf("metrics: no file-server series for the file server %d that top lists:\n%s", pid, metrics)
+		}
 	}
 	for _, m := range []string{"vzrun_process_proportional_memory_bytes{", "vzrun_process_cpu_seconds_total{"} {
 		if !strings.Contains(metrics, m) {
