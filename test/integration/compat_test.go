@@ -130,7 +130,9 @@ func TestHookFailures(t *testing.T) {
 	v := newVZ(t)
 	for _, kind := range []string{"prestart", "createRuntime", "createContainer", "poststart"} {
 		t.Run(kind, func(t *testing.T) {
-			b := newBundle(t, "echo", "the-process-ran")
+			// After a failing poststart hook runc kills the process: one
+			// that would run for long shows it.
+			b := newBundle(t, "sh", "-c", "echo the-process-ran; exec sleep 1000")
 			hooks := []specs.Hook{{Path: "/bin/true"}, {Path: "/bin/false"}}
 			b.Spec.Hooks = &specs.Hooks{}
 			switch kind {
@@ -145,7 +147,11 @@ func TestHookFailures(t *testing.T) {
 				b.Spec.Hooks.Poststart = hooks
 			}
 			b.save(t)
+			start := time.Now()
 			r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+			if took := time.Since(start); took > 2*time.Minute {
+				t.Errorf("run with a failing %s hook took %s: the process was not killed", kind, took)
+			}
 			if r.code == 0 || !strings.Contains(r.stderr, "error running "+kind+" hook #1:") {
 				t.Errorf("run with a failing %s hook: exit %d, stderr %q", kind, r.code, r.stderr)
 			}
