@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -491,7 +492,7 @@ func TestHostHooks(t *testing.T) {
 }
 
 func TestFeaturesAndSpec(t *testing.T) {
-	v := &vz{t: t, root: t.TempDir()}
+	v := &vz{t: t, ctx: testContext(t), root: t.TempDir()}
 	r := v.runOK("features")
 	var f map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil || f["ociVersionMax"] == nil {
@@ -499,8 +500,46 @@ func TestFeaturesAndSpec(t *testing.T) {
 	}
 	dir := t.TempDir()
 	v.runOK("spec", "--bundle", dir)
-	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
-		t.Error(err)
+	// The same template as runc's: what a user edits after `runc spec`.
+	runcDir := t.TempDir()
+	if out, err := exec.Command("runc", "spec", "--bundle", runcDir).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v: %s", err, out)
+	}
+	var ours, runcs specs.Spec
+	for p, s := range map[string]*specs.Spec{dir: &ours, runcDir: &runcs} {
+		b, err := os.ReadFile(filepath.Join(p, "config.json"))
+		if err == nil {
+			err = json.Unmarshal(b, s)
+		}
+		if err != nil {
+			t.Fatalf("%s/config.json: %v", p, err)
+		}
+	}
+	if ours.Process == nil || ours.Root == nil || ours.Linux == nil ||
+		!reflect.DeepEqual(ours.Process.Args, runcs.Process.Args) || ours.Process.Terminal != runcs.Process.Terminal ||
+		!reflect.DeepEqual(ours.Root, runcs.Root) || ours.Process.Capabilities == nil ||
+		// (Debian's runc 1.1 also sets ambient capabilities; runc 1.5 does not.)
+		!reflect.DeepEqual(ours.Process.Capabilities.Bounding, runcs.Process.Capabilities.Bounding) ||
+		!reflect.DeepEqual(ours.Process.Capabilities.Effective, runcs.Process.Capabilities.Effective) {
+		t.Errorf("vzrun spec differs from runc spec in process or root:\n%+v\n%+v", ours, runcs)
+	}
+	dests := map[string]bool{}
+	for _, m := range ours.Mounts {
+		dests[m.Destination] = true
+	}
+	for _, m := range runcs.Mounts {
+		if !dests[m.Destination] {
+			t.Errorf("vzrun spec lacks runc spec's mount on %s", m.Destination)
+		}
+	}
+	nss := map[specs.LinuxNamespaceType]bool{}
+	for _, n := range ours.Linux.Namespaces {
+		nss[n.Type] = true
+	}
+	for _, n := range runcs.Linux.Namespaces {
+		if !nss[n.Type] {
+			t.Errorf("vzrun spec lacks runc spec's %s namespace", n.Type)
+		}
 	}
 	if r := v.run("", "spec", "--bundle", dir); r.code == 0 {
 		t.Error("spec overwrote an existing config.json")
