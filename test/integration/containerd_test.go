@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -293,7 +294,7 @@ func TestContainerdCtrRun(t *testing.T) {
 func TestContainerdTaskLifecycle(t *testing.T) {
 	c := startContainerd(t)
 	img := c.importBusybox()
-	c.ctrOK("run", "-d", "--runtime", "io.containerd.vz.v2", img, "life", "sh", "-c", "echo $$ > /tmp/pid; while :; do sleep 0.1; done")
+	c.ctrOK("run", "-d", "--runtime", "io.containerd.vz.v2", img, "life", "sh", "-c", "echo $$ > /tmp/pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done")
 	waitFor(t, 60*time.Second, func() bool { return strings.Contains(c.ctrOK("task", "ls"), "RUNNING") })
 	if out := c.ctrOK("task", "exec", "--exec-id", "e1", "life", "sh", "-c", "echo exec-ok; cat /tmp/pid"); !strings.Contains(out, "exec-ok") {
 		t.Errorf("task exec: %q", out)
@@ -316,6 +317,15 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 		t.Errorf("task ls after pause: %s", c.ctrOK("task", "ls"))
 	}
 	c.ctrOK("task", "resume", "life")
+	if ls := c.ctrOK("task", "ls"); !strings.Contains(ls, "RUNNING") {
+		t.Errorf("task ls after resume: %s", ls)
+	}
+	counter := func() int {
+		n, _ := strconv.Atoi(strings.TrimSpace(c.ctrOK("task", "exec", "--exec-id", fmt.Sprintf("n%d", time.Now().UnixNano()), "life", "cat", "/tmp/n")))
+		return n
+	}
+	resumed := counter()
+	waitFor(t, 30*time.Second, func() bool { return counter() > resumed })
 	if ps := c.ctrOK("task", "ps", "life"); len(strings.Fields(ps)) < 3 {
 		t.Errorf("task ps: %q", ps)
 	}
