@@ -110,7 +110,8 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 // container, then connects the VM to the network they set up.
 func (c *Container) prepare(ctx context.Context) error {
 	if h := c.Spec.Hooks; h != nil {
-		state := specState(c.State, StatusCreated)
+		// Still creating, as runc says to these hooks.
+		state := specState(c.State, string(specs.StateCreating))
 		//lint:ignore SA1019 prestart is deprecated but still honoured
 		if err := runHooks(ctx, "prestart", h.Prestart, state); err != nil {
 			return err

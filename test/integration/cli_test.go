@@ -478,15 +478,16 @@ func TestHostHooks(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "startContainer")); string(got) != "in-container\n" {
 		t.Errorf("startContainer hook: %q %v", got, err)
 	}
-	for _, name := range []string{"createRuntime", "poststart", "poststop"} {
+	// The state each hook reads on its stdin, as runc gives it.
+	for name, status := range map[string]specs.ContainerState{"createRuntime": specs.StateCreating, "poststart": specs.StateRunning, "poststop": specs.StateStopped} {
 		data, err := os.ReadFile(filepath.Join(out, name))
 		if err != nil {
 			t.Errorf("%s hook did not run: %v", name, err)
 			continue
 		}
 		var st specs.State
-		if err := json.Unmarshal(data, &st); err != nil || st.ID != id || st.Bundle != b.Dir {
-			t.Errorf("%s hook got state %q: %v", name, data, err)
+		if err := json.Unmarshal(data, &st); err != nil || st.ID != id || st.Bundle != b.Dir || st.Status != status || (status != specs.StateStopped && st.Pid <= 0) {
+			t.Errorf("%s hook got state %q: %v; want status %s and a pid", name, data, err, status)
 		}
 	}
 }
