@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,6 +209,47 @@ func TestTemplateClonesGetTheirOwnClockAndRandomness(t *testing.T) {
 			}
 			seen[x] = true
 		}
+	}
+}
+
+// Bind mounts from the spec: a read-write directory, a read-only one and
+// a single file, in a VM restored from a template (9p) and in one booted
+// cold because it has more shared directories than a template has slots
+// (virtio-fs).
+func TestRunBindMounts(t *testing.T) {
+	v := newVZ(t)
+	for _, extra := range []int{0, 9} {
+		t.Run(fmt.Sprintf("%d-more", extra), func(t *testing.T) {
+			rw, ro := t.TempDir(), t.TempDir()
+			writeFile(t, filepath.Join(ro, "in"), "from-the-host\n")
+			fileDir := t.TempDir()
+			writeFile(t, filepath.Join(fileDir, "single"), "one-file\n")
+			writeFile(t, filepath.Join(fileDir, "other"), "not-mounted\n")
+			script := "echo written > /rw/out && cat /ro/in /single && if echo x > /ro/x 2>/dev/null; then echo ro-writable; fi; ls /ro"
+			b := newBundle(t, "sh", "-c", script)
+			b.Spec.Mounts = append(b.Spec.Mounts,
+				specs.Mount{Destination: "/rw", Type: "bind", Source: rw, Options: []string{"rbind", "rw"}},
+				specs.Mount{Destination: "/ro", Type: "bind", Source: ro, Options: []string{"rbind", "ro"}},
+				specs.Mount{Destination: "/single", Type: "bind", Source: filepath.Join(fileDir, "single"), Options: []string{"bind", "ro"}})
+			for i := 0; i < extra; i++ {
+				b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: fmt.Sprintf("/extra%d", i), Type: "bind", Source: t.TempDir(), Options: []string{"rbind", "ro"}})
+			}
+			b.save(t)
+			r := v.runOK("--debug", "run", "--bundle", b.Dir, uniqueID(t))
+			wantTemplate := extra == 0
+			if got := strings.Contains(r.stderr, "template=true"); got != wantTemplate {
+				t.Errorf("restored from a template: %v, want %v", got, wantTemplate)
+			}
+			if r.stdout != "from-the-host\none-file\nin\n" {
+				t.Errorf("stdout %q", r.stdout)
+			}
+			if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
+				t.Errorf("host side of the rw bind mount: %q, %v", b, err)
+			}
+			if _, err := os.Stat(filepath.Join(ro, "x")); !os.IsNotExist(err) {
+				t.Errorf("a file was written through the read-only bind mount: %v", err)
+			}
+		})
 	}
 }
 
