@@ -104,6 +104,47 @@ func TestTerminalNewlines(t *testing.T) {
 }
 
 // As runc, a created container (its process not started) takes execs.
+// exec's flags work as runc's, and without them an exec gets the
+// container's environment, working directory and user.
+func TestExecFlags(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	b.Spec.Process.Env = append(b.Spec.Process.Env, "FROM_SPEC=spec")
+	b.Spec.Process.Cwd = "/home/nobody"
+	b.Spec.Process.User = specs.User{UID: 65534, GID: 65534}
+	b.save(t)
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	defer v.run("", "delete", "--force", id)
+	for _, c := range []struct {
+		flags, args []string
+		want        string
+	}{
+		{nil, []string{"sh", "-c", "echo $FROM_SPEC $(pwd) $(id -u):$(id -g)"}, "spec /home/nobody 65534:65534\n"},
+		{[]string{"--env", "EXTRA=x", "--cwd", "/tmp", "--user", "0:0"}, []string{"sh", "-c", "echo $FROM_SPEC $EXTRA $(pwd) $(id -u):$(id -g)"}, "spec x /tmp 0:0\n"},
+		{[]string{"--user", "1000:1001", "--additional-gids", "5"}, []string{"id"}, "uid=1000 gid=1001 groups=5\n"},
+		{[]string{"--user", "0", "--cap", "CAP_SYS_ADMIN"}, []string{"sh", "-c", "grep CapEff /proc/self/status"}, ""},
+	} {
+		r := v.run("", append(append(append([]string{"exec"}, c.flags...), id), c.args...)...)
+		if r.code != 0 {
+			t.Errorf("exec %v: exit %d: %s", c.args, r.code, r.stderr)
+			continue
+		}
+		if c.want != "" && r.stdout != c.want {
+			t.Errorf("exec %v: %q, want %q", c.args, r.stdout, c.want)
+		}
+		if strings.Contains(strings.Join(c.flags, " "), "CAP_SYS_ADMIN") {
+			var eff uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(r.stdout, "CapEff:")), "%x", &eff); err != nil || eff&(1<<21) == 0 {
+				t.Errorf("exec --cap CAP_SYS_ADMIN: %q: CAP_SYS_ADMIN (bit 21) not effective", r.stdout)
+			}
+		}
+	}
+	if r := v.run("", "exec", id, "/no/such/binary"); r.code == 0 || !strings.Contains(r.stderr, "/no/such/binary") {
+		t.Errorf("exec of a missing binary: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestExecIntoCreated(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "echo started > /tmp/mark; sleep 1000")
