@@ -492,6 +492,61 @@ func TestHostHooks(t *testing.T) {
 	}
 }
 
+// The rest of runc's command line a caller may use: list -q, update
+// --resources from stdin, exec --detach --pid-file, kill --all, and the
+// CRIU commands refused by name.
+func TestCLIRest(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "trap 'echo usr1 >> /tmp/usr1' USR1; sleep 1000 & while :; do sleep 0.2; done")
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro"}})
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	b.save(t)
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	defer v.run("", "delete", "--force", id)
+
+	if r := v.runOK("list", "-q"); r.stdout != id+"\n" {
+		t.Errorf("list -q: %q, want %q", r.stdout, id+"\n")
+	}
+	v.run(`{"pids": {"limit": 42}, "memory": {"limit": 134217728}}`, "update", "--resources", "-", id)
+	if r := v.runOK("exec", id, "cat", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/memory.max"); r.stdout != "42\n134217728\n" {
+		t.Errorf("after update --resources -: %q", r.stdout)
+	}
+	pidFile := filepath.Join(t.TempDir(), "exec.pid")
+	// (The detached process keeps the caller's stdio, as runc's does.)
+	v.detach("exec", "--detach", "--pid-file", pidFile, id, "sleep", "1000")
+	pb, err := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pb)))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		t.Errorf("exec --detach --pid-file: %q, %v: not a live process", pb, err)
+	}
+	longSleeps := func() string {
+		return strings.TrimSpace(v.run("", "exec", id, "sh", "-c", "ps -o args | grep -c '^sleep 1000'").stdout)
+	}
+	if n := longSleeps(); n != "2" {
+		t.Errorf("sleep 1000s in the container before kill --all: %q, want 2", n)
+	}
+	// --all is runc 1.5's (the guest's runc): obsolete, the signal goes
+	// to init, which traps USR1 here; the other processes keep running
+	// (Debian's runc 1.1 would signal them too, and they would die).
+	v.runOK("kill", "--all", id, "USR1")
+	waitFor(t, 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(b.rootfs(), "tmp", "usr1"))
+		return string(b) == "usr1\n"
+	})
+	if n := longSleeps(); n != "2" || v.state(id)["status"] != "running" {
+		t.Errorf("after kill --all USR1: %s sleep 1000s, state %v; want 2, running", n, v.state(id)["status"])
+	}
+	// KILL of init ends the container's PID namespace: every process.
+	v.runOK("kill", "--all", id, "KILL")
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	for _, c := range []string{"checkpoint", "restore"} {
+		if r := v.run("", c, id); r.code == 0 || !strings.Contains(r.stderr, "not supported") {
+			t.Errorf("%s: exit %d, stderr %q", c, r.code, r.stderr)
+		}
+	}
+}
+
 func TestFeaturesAndSpec(t *testing.T) {
 	v := &vz{t: t, ctx: testContext(t), root: t.TempDir()}
 	r := v.runOK("features")
