@@ -126,6 +126,30 @@ func TestNerdctlDetachedLifecycle(t *testing.T) {
 	n.ok("rm", "web")
 }
 
+// nerdctl update reaches the container's cgroup in the guest through the
+// shim, and the VM's balloon follows a memory limit.
+func TestNerdctlUpdate(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "upd"}, vzRuntime...), img, "sleep", "3600")...)
+	memTotalMiB := func() int {
+		var kb int
+		out := n.ok("exec", "upd", "grep", "MemTotal", "/proc/meminfo")
+		if _, err := fmt.Sscanf(strings.TrimPrefix(out, "MemTotal:"), "%d", &kb); err != nil || kb == 0 {
+			t.Fatalf("MemTotal: %q: %v", out, err)
+		}
+		return kb >> 10
+	}
+	boot := memTotalMiB()
+	n.ok("update", "--memory", "96m", "--pids-limit", "77", "upd")
+	// (No cgroup namespace in nerdctl's spec on this cgroup v1 host: the
+	// container's cgroup is found through /proc/self/cgroup.)
+	if out := n.ok("exec", "upd", "sh", "-c", `d=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup); cat $d/memory.max $d/pids.max`); out != "100663296\n77\n" {
+		t.Errorf("cgroup in the guest after nerdctl update: %q, want 100663296 and 77", out)
+	}
+	waitFor(t, 30*time.Second, func() bool { return memTotalMiB() < boot-256 })
+	n.ok("rm", "-f", "upd")
+}
+
 func TestNerdctlStopKillsAfterTimeout(t *testing.T) {
 	n, img := startNerdctl(t)
 	n.ok(append(append([]string{"run", "-d", "--name", "stubborn"}, vzRuntime...), img, "sh", "-c", "trap '' TERM; echo started; while :; do sleep 0.1; done")...)
