@@ -149,6 +149,22 @@ func (p *process) readSideband(fd int, tag uint64) (n int, eof bool, err error) 
 	return sideband.sendSideband(tag, f)
 }
 
+// closeOutput closes the agent's end of the process's stdout or stderr:
+// its next write there fails with EPIPE (a terminal's session is hung up).
+// A read blocked on it returns end of file.
+func (p *process) closeOutput(fd int) {
+	var r io.Reader
+	switch fd {
+	case 1:
+		r = p.stdout
+	case 2:
+		r = p.stderr
+	}
+	if c, ok := r.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
 // closeIO releases the host-facing ends of the process's stdio.
 func (p *process) closeIO() {
 	if p.io != nil {

@@ -556,6 +556,19 @@ func (s *Service) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (_
 	return &api.Empty{}, nil
 }
 
+func (s *Service) CloseOutput(ctx context.Context, req *api.CloseOutputRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	_, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if req.Fd != 1 && req.Fd != 2 {
+		return nil, fmt.Errorf("fd %d: %w", req.Fd, errdefs.ErrInvalidArgument)
+	}
+	p.closeOutput(int(req.Fd))
+	return &api.Empty{}, nil
+}
+
 func (s *Service) CloseStdin(ctx context.Context, req *api.CloseStdinRequest) (_ *api.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
 	_, p, err := s.process(req.ContainerId, req.ExecId)

@@ -175,10 +175,14 @@ func startRelay(ctx context.Context, agent api.AgentService, id, execID string, 
 			}
 			if len(resp.Data) > 0 && w != nil {
 				if _, err := w.Write(resp.Data); err != nil {
-					// Keep draining so the container is not blocked on a
-					// full pipe; what we cannot write is lost as it would
-					// be with runc.
-					w = nil
+					// The reader is gone (EPIPE): so is the process's
+					// end in the guest, and its next write fails as it
+					// would writing to that reader under runc.
+					log.G(ctx).WithError(err).WithField("fd", fd).Debug("container output: the reader is gone")
+					if _, err := agent.CloseOutput(ctx, &api.CloseOutputRequest{ContainerId: id, ExecId: execID, Fd: fd}); err != nil {
+						log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("fd", fd).Debug("closing container output")
+					}
+					return
 				}
 			}
 			if resp.Eof {

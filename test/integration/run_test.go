@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,6 +297,35 @@ func TestRunExt4Rootfs(t *testing.T) {
 				t.Errorf("host rootfs /root/ping lost its file capability: %v", err)
 			}
 		})
+	}
+}
+
+// When whoever reads the container's stdout goes away, the container's
+// next write fails (EPIPE) and the run ends, as `runc run yes | head`
+// does; the VM is not left busy forever.
+func TestRunStdoutReaderGoesAway(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "yes")
+	cmd := v.cmd("run", "--bundle", b.Dir, uniqueID(t))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startInBackground(t, cmd)
+	line := make([]byte, 2)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "y\n" {
+		t.Fatalf("first line: %q, %v", line, err)
+	}
+	out.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("run ended with status 0 after its reader went away")
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("run did not end after its stdout reader went away")
 	}
 }
 

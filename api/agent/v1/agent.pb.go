@@ -1100,6 +1100,66 @@ func (x *CloseStdinRequest) GetExecId() string {
 	return ""
 }
 
+type CloseOutputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Fd            uint32                 `protobuf:"varint,3,opt,name=fd,proto3" json:"fd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseOutputRequest) Reset() {
+	*x = CloseOutputRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseOutputRequest) ProtoMessage() {}
+
+func (x *CloseOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseOutputRequest.ProtoReflect.Descriptor instead.
+func (*CloseOutputRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CloseOutputRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CloseOutputRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *CloseOutputRequest) GetFd() uint32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
 type ResizePtyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1112,7 +1172,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1184,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1197,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResizePtyRequest) GetContainerId() string {
@@ -1178,7 +1238,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1250,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1263,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StateRequest) GetContainerId() string {
@@ -1232,7 +1292,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1304,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1317,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StateResponse) GetStatus() string {
@@ -1290,7 +1350,7 @@ type PidsRequest struct {
 
 func (x *PidsRequest) Reset() {
 	*x = PidsRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1362,7 @@ func (x *PidsRequest) String() string {
 func (*PidsRequest) ProtoMessage() {}
 
 func (x *PidsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1375,7 @@ func (x *PidsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsRequest.ProtoReflect.Descriptor instead.
 func (*PidsRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PidsRequest) GetContainerId() string {
@@ -1334,7 +1394,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1406,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1419,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PidsResponse) GetPids() []uint32 {
@@ -1378,7 +1438,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1450,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1463,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -1424,7 +1484,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1496,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1509,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateRequest) GetContainerId() string {
@@ -1477,7 +1537,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1549,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1562,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsResponse) GetCgroupV2Metrics() []byte {
@@ -1522,7 +1582,7 @@ type WaitOOMRequest struct {
 
 func (x *WaitOOMRequest) Reset() {
 	*x = WaitOOMRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1594,7 @@ func (x *WaitOOMRequest) String() string {
 func (*WaitOOMRequest) ProtoMessage() {}
 
 func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1607,7 @@ func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
 func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WaitOOMRequest) GetContainerId() string {
@@ -1574,7 +1634,7 @@ type WaitOOMResponse struct {
 
 func (x *WaitOOMResponse) Reset() {
 	*x = WaitOOMResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1646,7 @@ func (x *WaitOOMResponse) String() string {
 func (*WaitOOMResponse) ProtoMessage() {}
 
 func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1659,7 @@ func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
 func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WaitOOMResponse) GetOomKills() uint64 {
@@ -1620,7 +1680,7 @@ type ConfigureNetworkRequest struct {
 
 func (x *ConfigureNetworkRequest) Reset() {
 	*x = ConfigureNetworkRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1692,7 @@ func (x *ConfigureNetworkRequest) String() string {
 func (*ConfigureNetworkRequest) ProtoMessage() {}
 
 func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1705,7 @@ func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfigureNetworkRequest) GetContainerId() string {
@@ -1691,7 +1751,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1763,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1776,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Interface) GetName() string {
@@ -1780,7 +1840,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1852,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1865,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Route) GetDestination() string {
@@ -1860,7 +1920,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1932,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1945,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1914,7 +1974,7 @@ type ForwardData struct {
 
 func (x *ForwardData) Reset() {
 	*x = ForwardData{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +1986,7 @@ func (x *ForwardData) String() string {
 func (*ForwardData) ProtoMessage() {}
 
 func (x *ForwardData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +1999,7 @@ func (x *ForwardData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardData.ProtoReflect.Descriptor instead.
 func (*ForwardData) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ForwardData) GetContainerId() string {
@@ -2047,7 +2107,11 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"O\n" +
 	"\x11CloseStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"|\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"`\n" +
+	"\x12CloseOutputRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x0e\n" +
+	"\x02fd\x18\x03 \x01(\rR\x02fd\"|\n" +
 	"\x10ResizePtyRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
@@ -2105,7 +2169,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1f\n" +
 	"\vclose_write\x18\x04 \x01(\bR\n" +
-	"closeWrite2\xa2\v\n" +
+	"closeWrite2\xec\v\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.vzrun.agent.v1.CreateContainerRequest\x1a'.vzrun.agent.v1.CreateContainerResponse\x12D\n" +
@@ -2117,7 +2181,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"WriteStdin\x12!.vzrun.agent.v1.WriteStdinRequest\x1a\x15.vzrun.agent.v1.Empty\x12F\n" +
 	"\n" +
-	"CloseStdin\x12!.vzrun.agent.v1.CloseStdinRequest\x1a\x15.vzrun.agent.v1.Empty\x12D\n" +
+	"CloseStdin\x12!.vzrun.agent.v1.CloseStdinRequest\x1a\x15.vzrun.agent.v1.Empty\x12H\n" +
+	"\vCloseOutput\x12\".vzrun.agent.v1.CloseOutputRequest\x1a\x15.vzrun.agent.v1.Empty\x12D\n" +
 	"\tResizePty\x12 .vzrun.agent.v1.ResizePtyRequest\x1a\x15.vzrun.agent.v1.Empty\x12D\n" +
 	"\x05State\x12\x1c.vzrun.agent.v1.StateRequest\x1a\x1d.vzrun.agent.v1.StateResponse\x12A\n" +
 	"\x04Pids\x12\x1b.vzrun.agent.v1.PidsRequest\x1a\x1c.vzrun.agent.v1.PidsResponse\x12@\n" +
@@ -2144,7 +2209,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -2163,27 +2228,28 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*ReadStdioResponse)(nil),       // 14: vzrun.agent.v1.ReadStdioResponse
 	(*WriteStdinRequest)(nil),       // 15: vzrun.agent.v1.WriteStdinRequest
 	(*CloseStdinRequest)(nil),       // 16: vzrun.agent.v1.CloseStdinRequest
-	(*ResizePtyRequest)(nil),        // 17: vzrun.agent.v1.ResizePtyRequest
-	(*StateRequest)(nil),            // 18: vzrun.agent.v1.StateRequest
-	(*StateResponse)(nil),           // 19: vzrun.agent.v1.StateResponse
-	(*PidsRequest)(nil),             // 20: vzrun.agent.v1.PidsRequest
-	(*PidsResponse)(nil),            // 21: vzrun.agent.v1.PidsResponse
-	(*ContainerRequest)(nil),        // 22: vzrun.agent.v1.ContainerRequest
-	(*UpdateRequest)(nil),           // 23: vzrun.agent.v1.UpdateRequest
-	(*StatsResponse)(nil),           // 24: vzrun.agent.v1.StatsResponse
-	(*WaitOOMRequest)(nil),          // 25: vzrun.agent.v1.WaitOOMRequest
-	(*WaitOOMResponse)(nil),         // 26: vzrun.agent.v1.WaitOOMResponse
-	(*ConfigureNetworkRequest)(nil), // 27: vzrun.agent.v1.ConfigureNetworkRequest
-	(*Interface)(nil),               // 28: vzrun.agent.v1.Interface
-	(*Route)(nil),                   // 29: vzrun.agent.v1.Route
-	(*DeleteContainerRequest)(nil),  // 30: vzrun.agent.v1.DeleteContainerRequest
-	(*ForwardData)(nil),             // 31: vzrun.agent.v1.ForwardData
+	(*CloseOutputRequest)(nil),      // 17: vzrun.agent.v1.CloseOutputRequest
+	(*ResizePtyRequest)(nil),        // 18: vzrun.agent.v1.ResizePtyRequest
+	(*StateRequest)(nil),            // 19: vzrun.agent.v1.StateRequest
+	(*StateResponse)(nil),           // 20: vzrun.agent.v1.StateResponse
+	(*PidsRequest)(nil),             // 21: vzrun.agent.v1.PidsRequest
+	(*PidsResponse)(nil),            // 22: vzrun.agent.v1.PidsResponse
+	(*ContainerRequest)(nil),        // 23: vzrun.agent.v1.ContainerRequest
+	(*UpdateRequest)(nil),           // 24: vzrun.agent.v1.UpdateRequest
+	(*StatsResponse)(nil),           // 25: vzrun.agent.v1.StatsResponse
+	(*WaitOOMRequest)(nil),          // 26: vzrun.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),         // 27: vzrun.agent.v1.WaitOOMResponse
+	(*ConfigureNetworkRequest)(nil), // 28: vzrun.agent.v1.ConfigureNetworkRequest
+	(*Interface)(nil),               // 29: vzrun.agent.v1.Interface
+	(*Route)(nil),                   // 30: vzrun.agent.v1.Route
+	(*DeleteContainerRequest)(nil),  // 31: vzrun.agent.v1.DeleteContainerRequest
+	(*ForwardData)(nil),             // 32: vzrun.agent.v1.ForwardData
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
 	4,  // 1: vzrun.agent.v1.CreateContainerRequest.shares:type_name -> vzrun.agent.v1.Share
-	28, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
-	29, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
+	29, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
+	30, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
 	1,  // 4: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
 	5,  // 5: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
 	7,  // 6: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
@@ -2193,41 +2259,43 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	13, // 10: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
 	15, // 11: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
 	16, // 12: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
-	17, // 13: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
-	18, // 14: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
-	20, // 15: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
-	22, // 16: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
-	22, // 17: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
-	23, // 18: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
-	22, // 19: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
-	25, // 20: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
-	27, // 21: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
-	30, // 22: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	0,  // 23: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	31, // 24: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
-	2,  // 25: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	6,  // 26: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	8,  // 27: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 28: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 29: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	12, // 30: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	14, // 31: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 32: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 33: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 34: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	19, // 35: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	21, // 36: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 37: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 38: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 39: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	24, // 40: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	26, // 41: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
-	0,  // 42: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 43: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 44: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	31, // 45: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
-	25, // [25:46] is the sub-list for method output_type
-	4,  // [4:25] is the sub-list for method input_type
+	17, // 13: vzrun.agent.v1.Agent.CloseOutput:input_type -> vzrun.agent.v1.CloseOutputRequest
+	18, // 14: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
+	19, // 15: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
+	21, // 16: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
+	23, // 17: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
+	23, // 18: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
+	24, // 19: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
+	23, // 20: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
+	26, // 21: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
+	28, // 22: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
+	31, // 23: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
+	0,  // 24: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	32, // 25: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
+	2,  // 26: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	6,  // 27: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	8,  // 28: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 29: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 30: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	12, // 31: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	14, // 32: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 33: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 34: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 35: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
+	0,  // 36: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	20, // 37: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	22, // 38: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 39: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 40: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 41: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	25, // 42: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	27, // 43: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 44: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 45: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 46: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	32, // 47: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
+	26, // [26:48] is the sub-list for method output_type
+	4,  // [4:26] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -2244,7 +2312,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

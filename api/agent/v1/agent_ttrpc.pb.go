@@ -17,6 +17,7 @@ type AgentService interface {
 	ReadStdio(context.Context, *ReadStdioRequest) (*ReadStdioResponse, error)
 	WriteStdin(context.Context, *WriteStdinRequest) (*Empty, error)
 	CloseStdin(context.Context, *CloseStdinRequest) (*Empty, error)
+	CloseOutput(context.Context, *CloseOutputRequest) (*Empty, error)
 	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
 	State(context.Context, *StateRequest) (*StateResponse, error)
 	Pids(context.Context, *PidsRequest) (*PidsResponse, error)
@@ -95,6 +96,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.CloseStdin(ctx, &req)
+			},
+			"CloseOutput": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CloseOutputRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CloseOutput(ctx, &req)
 			},
 			"ResizePty": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ResizePtyRequest
@@ -254,6 +262,14 @@ func (c *agentClient) WriteStdin(ctx context.Context, req *WriteStdinRequest) (*
 func (c *agentClient) CloseStdin(ctx context.Context, req *CloseStdinRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "CloseStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) CloseOutput(ctx context.Context, req *CloseOutputRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "CloseOutput", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
