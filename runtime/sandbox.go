@@ -269,7 +269,9 @@ func (r *Runtime) guest() (kernel, initrd string, err error) {
 			if _, err := os.Stat(set); err != nil {
 				return "", fmt.Errorf("guest %s: %w", name, err)
 			}
-			return set, nil
+			// QEMU runs in the state dir: a relative path would not
+			// reach it.
+			return filepath.Abs(set)
 		}
 		for _, d := range dirs {
 			p := filepath.Join(d, guestFile(name))

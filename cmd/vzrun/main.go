@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
@@ -88,8 +89,13 @@ func setupLogging(c *cli.Context) error {
 
 // newRuntime makes the runtime from the global flags.
 func newRuntime(c *cli.Context) *runtime.Runtime {
+	// Absolute, as runc makes it: the VM's processes run in the state dir.
+	root, err := filepath.Abs(c.String("root"))
+	if err != nil {
+		root = c.String("root")
+	}
 	return &runtime.Runtime{
-		Root:   c.String("root"),
+		Root:   root,
 		Kernel: c.String("kernel"),
 		Initrd: c.String("initrd"),
 		Accel:  c.String("accel"),

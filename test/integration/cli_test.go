@@ -547,6 +547,28 @@ func TestCLIRest(t *testing.T) {
 	}
 }
 
+// Relative --root, --bundle, --kernel and --initrd work, as runc's
+// relative paths do (QEMU runs in the state dir, so vzrun makes them
+// absolute).
+func TestRelativePaths(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "echo", "relative-ok")
+	share := filepath.Join(repoRoot, "_output", "share", "vzrun")
+	kernel, err := filepath.Rel(filepath.Dir(b.Dir), filepath.Join(share, "vmlinux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd, _ := filepath.Rel(filepath.Dir(b.Dir), filepath.Join(share, "initrd.img"))
+	root, _ := filepath.Rel(filepath.Dir(b.Dir), v.root)
+	cmd := exec.CommandContext(v.ctx, vzrunBinary(), "--root", root, "--kernel", kernel, "--initrd", initrd,
+		"run", "--bundle", filepath.Base(b.Dir), uniqueID(t))
+	cmd.Dir = filepath.Dir(b.Dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "relative-ok\n") {
+		t.Errorf("run with relative paths (in %s: --root %s --kernel %s): %v: %s", cmd.Dir, root, kernel, err, out)
+	}
+}
+
 func TestFeaturesAndSpec(t *testing.T) {
 	v := &vz{t: t, ctx: testContext(t), root: t.TempDir()}
 	r := v.runOK("features")
