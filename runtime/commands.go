@@ -262,6 +262,11 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		}
 	}
 	killStateProcesses(dir.Path)
+	// No data is lost to a kill -9 of the monitor: what an ext4 rootfs
+	// holds is synced back before its state dir goes.
+	if err := syncLeftImage(ctx, dir, st); err != nil {
+		return err
+	}
 	disconnectNetwork(ctx, st)
 	spec, specErr := LoadSpec(st.Bundle)
 	if err := dir.Remove(); err != nil {

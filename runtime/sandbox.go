@@ -109,7 +109,14 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		}
 		p.cfg.Disks = append(p.cfg.Disks, hypervisor.Disk{Path: img, Serial: "rootfs"})
 		p.rootfs = &api.Rootfs{Type: "ext4", Source: "rootfs", Options: []string{"data=" + data}}
-		p.afterStop = func(ctx context.Context) error { return syncExt4Back(ctx, img, rootfs) }
+		// Synced, the image goes; one left behind (its monitor killed)
+		// is synced by delete (syncLeftImage).
+		p.afterStop = func(ctx context.Context) error {
+			if err := syncExt4Back(ctx, img, rootfs); err != nil {
+				return err
+			}
+			return os.Remove(img)
+		}
 	default:
 		return nil, fmt.Errorf("annotation %s=%q: want virtiofs or ext4: %w", AnnotationRootfs, mode, errdefs.ErrInvalidArgument)
 	}
