@@ -569,6 +569,41 @@ func TestRelativePaths(t *testing.T) {
 	}
 }
 
+// Commas in the paths vzrun hands QEMU and virtiofsd (state dir, rootfs,
+// bind sources) are escaped: a VM restored from a template (9p), a cold
+// boot (virtio-fs) and the ext4 mode (a drive) all run.
+func TestCommasInPaths(t *testing.T) {
+	base := t.TempDir()
+	v := newVZ(t)
+	v.root = filepath.Join(base, "ro,ot")
+	src := filepath.Join(base, "sou,rce")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "f"), "through-a-comma\n")
+	for _, mode := range []string{"template", "cold", "ext4"} {
+		t.Run(mode, func(t *testing.T) {
+			b := newBundle(t, "cat", "/w/f")
+			b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/w", Type: "bind", Source: src, Options: []string{"rbind", "ro"}})
+			switch mode {
+			case "cold":
+				b.Spec.Annotations = map[string]string{"io.vzrun.template": "false"}
+			case "ext4":
+				b.Spec.Annotations = map[string]string{"io.vzrun.rootfs": "ext4"}
+			}
+			b.save(t)
+			// The bundle too has a comma in its path.
+			dir := filepath.Join(base, "bun,dle-"+mode)
+			if err := os.Rename(b.Dir, dir); err != nil {
+				t.Fatal(err)
+			}
+			if r := v.runOK("run", "--bundle", dir, uniqueID(t)); r.stdout != "through-a-comma\n" {
+				t.Errorf("stdout %q", r.stdout)
+			}
+		})
+	}
+}
+
 func TestFeaturesAndSpec(t *testing.T) {
 	v := &vz{t: t, ctx: testContext(t), root: t.TempDir()}
 	r := v.runOK("features")

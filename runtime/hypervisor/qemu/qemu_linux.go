@@ -362,7 +362,7 @@ func (v *vm) args() ([]string, error) {
 	}
 	for i, d := range c.Disks {
 		id := "disk" + strconv.Itoa(i)
-		drive := "if=none,id=" + id + ",format=raw,cache=none,aio=threads,file=" + d.Path
+		drive := "if=none,id=" + id + ",format=raw,cache=none,aio=threads,file=" + optValue(d.Path)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
@@ -401,7 +401,7 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 	}
 	defer lf.Close()
 	return v.startFileServer("virtiofsd", name+"-virtiofsd", "virtiofsd-"+strconv.Itoa(i)+".log", lf, s,
-		VirtiofsdBinary, "--fd=3", "-o", "source="+s.Path, "-o", "cache=auto",
+		VirtiofsdBinary, "--fd=3", "-o", "source="+fuseOptValue(s.Path), "-o", "cache=auto",
 		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts")
 }
 
@@ -626,4 +626,14 @@ func (v *vm) accelArg() string {
 		return "tcg,tb-size=" + strconv.Itoa(TCGTranslationMiB)
 	}
 	return v.accel
+}
+
+// optValue escapes a value (a path) for a QEMU option list, where a comma
+// separates options and ",," is a comma.
+func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// fuseOptValue escapes a value for virtiofsd's -o, where a comma separates
+// options and a backslash escapes.
+func fuseOptValue(s string) string {
+	return strings.NewReplacer(`\`, `\\`, ",", `\,`).Replace(s)
 }

@@ -79,9 +79,9 @@ func (Templater) SaveTemplate(ctx context.Context, cfg hypervisor.Config, dir st
 func (v *vm) memoryBackend(size string) string {
 	switch {
 	case v.saveDir != "":
-		return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + filepath.Join(v.saveDir, templateMem) + ",share=on"
+		return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + optValue(filepath.Join(v.saveDir, templateMem)) + ",share=on"
 	case v.cfg.Template != "":
-		return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + filepath.Join(v.cfg.Template, templateMem) + ",share=off"
+		return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + optValue(filepath.Join(v.cfg.Template, templateMem)) + ",share=off"
 	}
 	return "memory-backend-memfd,id=mem,size=" + size + ",share=on"
 }
@@ -117,7 +117,7 @@ func (v *vm) restorableDevices() ([]string, error) {
 			path, ro = c.Shares[i].Path, c.Shares[i].ReadOnly
 		}
 		id := "p9" + strconv.Itoa(i)
-		fsdev := "local,id=" + id + ",path=" + path + ",security_model=passthrough"
+		fsdev := "local,id=" + id + ",path=" + optValue(path) + ",security_model=passthrough"
 		if i < len(c.Shares) && v.proxy {
 			fsdev = "proxy,id=" + id + ",sock_fd=" + strconv.Itoa(3+taps(c.NICs)+i)
 		}
