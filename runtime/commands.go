@@ -241,12 +241,14 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if (st.Status == StatusRunning || st.Status == StatusPaused) && !force {
+	if (st.Status == StatusRunning || st.Status == StatusPaused || st.Status == StatusCreating) && !force {
 		dir.Unlock()
 		return fmt.Errorf("container %s is %s: stop it or use --force: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	dir.Unlock()
-	if st.alive() {
+	// A container still being created has no monitor to ask yet: its VM's
+	// processes are killed below, and its create fails.
+	if st.alive() && st.Status != StatusCreating {
 		if client, closeFn, err := Connect(ctx, dir); err == nil {
 			if st.Status == StatusPaused {
 				_, _ = client.Resume(ctx, &api.ContainerRequest{ContainerId: id})
@@ -312,15 +314,7 @@ func (r *Runtime) List(ctx context.Context) ([]ListEntry, error) {
 			continue
 		}
 		dir.Unlock()
-		pid := st.Pid
-		if st.Status == StatusStopped {
-			pid = 0
-		}
-		if st.Status == StatusCreating {
-			st.Status = StatusCreated
-		}
-		out = append(out, ListEntry{OCIVersion: specs.Version, ID: st.ID, Pid: pid, Status: st.Status, Bundle: st.Bundle,
-			Rootfs: st.Rootfs, Created: st.Created, Annotations: st.Annotations, Owner: st.Owner})
+		out = append(out, entryOf(st))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil

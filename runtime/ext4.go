@@ -32,7 +32,10 @@ func makeExt4(ctx context.Context, rootfs, img, sizeMiB string) error {
 		// Room to write: twice the tree, at least 256 MiB free.
 		size = int(max(2*used, used+256<<20) >> 20)
 	}
-	f, err := os.Create(img)
+	// Made under another name: an image named img is always whole, so a
+	// delete after a kill never syncs back a half-made one.
+	tmp := img + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
@@ -41,11 +44,12 @@ func makeExt4(ctx context.Context, rootfs, img, sizeMiB string) error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-d", rootfs, img).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0", "-d", rootfs, tmp).CombinedOutput()
 	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("mkfs.ext4 -d %s: %v: %s", rootfs, err, strings.TrimSpace(string(out)))
 	}
-	return nil
+	return os.Rename(tmp, img)
 }
 
 func dirSize(dir string) (int64, error) {

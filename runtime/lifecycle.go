@@ -12,29 +12,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// State returns the runtime-spec state of a container. A container whose
+// State returns the state of a container as runc prints it: the
+// runtime-spec state plus rootfs, created and owner. A container whose
 // owning host process is gone is reported stopped, whatever its file says.
-func (r *Runtime) State(ctx context.Context, id string) (*specs.State, error) {
+func (r *Runtime) State(ctx context.Context, id string) (*ListEntry, error) {
 	dir, st, err := r.open(id)
 	if err != nil {
 		return nil, err
 	}
 	dir.Unlock()
-	status, pid := st.Status, st.Pid
-	if status == StatusStopped {
+	e := entryOf(st)
+	return &e, nil
+}
+
+// entryOf is what state and list print of a container. Until its process
+// exists (creating) and once it is gone (stopped) there is no pid.
+func entryOf(st *State) ListEntry {
+	pid := st.Pid
+	if st.Status == StatusStopped || st.Status == StatusCreating {
 		pid = 0
 	}
-	if status == StatusCreating {
-		status = StatusCreated
-	}
-	return &specs.State{
-		Version:     specs.Version,
-		ID:          st.ID,
-		Status:      specs.ContainerState(status),
-		Pid:         pid,
-		Bundle:      st.Bundle,
-		Annotations: st.Annotations,
-	}, nil
+	return ListEntry{OCIVersion: specs.Version, ID: st.ID, Pid: pid, Status: st.Status, Bundle: st.Bundle,
+		Rootfs: st.Rootfs, Created: st.Created, Annotations: st.Annotations, Owner: st.Owner}
 }
 
 // ownsState says whether pid is a live process of this state dir: its

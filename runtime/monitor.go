@@ -70,8 +70,9 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 			_ = dir.Remove()
 		}
 	}()
+	// Until the monitor writes its own pid, this process owns the state:
+	// it is "creating" while this process lives.
 	st := newState(o.ID, bundle, spec)
-	st.Pid = 0
 	if err := dir.Save(st); err != nil {
 		return err
 	}

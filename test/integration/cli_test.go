@@ -604,6 +604,71 @@ func TestCommasInPaths(t *testing.T) {
 	}
 }
 
+// While create boots the VM the container is "creating" (no pid), a plain
+// delete refuses it, and state prints runc's fields throughout (rootfs,
+// created, owner; pid 0 once stopped).
+func TestStateWhileCreating(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	// A createRuntime hook (the host's, run before the container counts
+	// as created) keeps it "creating" for a while.
+	b.Spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sleep", Args: []string{"sleep", "5"}}}}
+	b.save(t)
+	id := uniqueID(t)
+	create := v.cmd("create", "--bundle", b.Dir, id)
+	// A file, not a pipe: the monitor keeps the container's stdio open.
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	create.Stdout, create.Stderr = devNull, devNull
+	startInBackground(t, create)
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(60 * time.Second); !seen["created"] && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		r := v.run("", "state", id)
+		if r.code != 0 {
+			continue // not saved yet
+		}
+		var st map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("state: %q: %v", r.stdout, err)
+		}
+		status, _ := st["status"].(string)
+		seen[status] = true
+		for _, f := range []string{"rootfs", "created", "owner", "bundle", "pid"} {
+			if _, ok := st[f]; !ok {
+				t.Errorf("state while %s lacks %q: %s", status, f, r.stdout)
+			}
+		}
+		switch status {
+		case "creating":
+			if st["pid"] != float64(0) {
+				t.Errorf("state while creating: pid %v, want 0", st["pid"])
+			}
+			if !seen["deleted"] {
+				seen["deleted"] = true
+				if r := v.run("", "delete", id); r.code == 0 {
+					t.Fatalf("delete of a container being created succeeded")
+				}
+			}
+		case "created":
+		default:
+			t.Fatalf("state during create: %s", r.stdout)
+		}
+	}
+	if err := create.Wait(); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Logf("states seen: %v", seen)
+	v.runOK("start", id)
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	if pid, ok := v.state(id)["pid"]; !ok || pid != float64(0) {
+		t.Errorf("state of a stopped container: pid %v (present %v), want 0 as runc prints it", pid, ok)
+	}
+	v.runOK("delete", id)
+}
+
 func TestFeaturesAndSpec(t *testing.T) {
 	v := &vz{t: t, ctx: testContext(t), root: t.TempDir()}
 	r := v.runOK("features")
