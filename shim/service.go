@@ -60,9 +60,12 @@ type process struct {
 	exitCode uint32
 	exitedAt time.Time
 	done     chan struct{}
-	closers  []io.Closer
-	stdin    io.Closer
-	relay    *vzruntime.Relay
+	// waiter starts waitExit once: at start, or at a kill of a process
+	// that was never started.
+	waiter  sync.Once
+	closers []io.Closer
+	stdin   io.Closer
+	relay   *vzruntime.Relay
 }
 
 type stdioPaths struct{ stdin, stdout, stderr string }
@@ -302,15 +305,20 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 		// process (whose exit the waiter then reports).
 		if err := s.c.RunHooks(ctx, "poststart"); err != nil {
 			_, _ = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, Signal: 9})
-			go s.waitExit(r.ID, p)
+			s.startWaiter(r.ID, p)
 			return nil, errgrpc.ToGRPC(err)
 		}
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: p.pid})
 	} else {
 		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.pid})
 	}
-	go s.waitExit(r.ID, p)
+	s.startWaiter(r.ID, p)
 	return &taskAPI.StartResponse{Pid: p.pid}, nil
+}
+
+// startWaiter has waitExit follow p, once.
+func (s *service) startWaiter(id string, p *process) {
+	p.waiter.Do(func() { go s.waitExit(id, p) })
 }
 
 // waitExit records a process's exit and publishes it.
@@ -531,6 +539,11 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *ptypes.E
 	default:
 	}
 	_, err = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All})
+	if err == nil && r.ExecID == "" {
+		// A created container killed before it started (nerdctl rm -f
+		// during create) exits too: its Wait and exit event must come.
+		s.startWaiter(r.ID, p)
+	}
 	return &ptypes.Empty{}, errgrpc.ToNative(err)
 }
 

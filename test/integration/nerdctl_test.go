@@ -150,6 +150,35 @@ func TestNerdctlUpdate(t *testing.T) {
 	n.ok("rm", "-f", "upd")
 }
 
+// nerdctl rm -f of a container whose task is created but not yet started
+// (its VM still being set up) ends, as with runc: the kill of a task that
+// never started reaches Wait and the exit event.
+func TestNerdctlRemoveDuringCreate(t *testing.T) {
+	n, img := startNerdctl(t)
+	run := n.cmd(append(append([]string{"run", "-d", "--name", "early"}, vzRuntime...), img, "sleep", "1000")...)
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	run.Stdout, run.Stderr = devNull, devNull
+	startInBackground(t, run)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(n.c.ctrOK("task", "ls"), "CREATED") })
+	done := make(chan string, 1)
+	go func() {
+		out, errs, code := n.run("", "rm", "-f", "early")
+		done <- fmt.Sprintf("exit %d: %s%s", code, out, errs)
+	}()
+	select {
+	case r := <-done:
+		t.Logf("rm -f during create: %s", r)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("nerdctl rm -f of a container being created did not return")
+	}
+	_ = run.Wait()
+	waitFor(t, 30*time.Second, func() bool { return !strings.Contains(n.c.ctrOK("task", "ls"), "early") && strings.TrimSpace(n.c.ctrOK("container", "ls", "-q")) == "" })
+}
+
 func TestNerdctlStopKillsAfterTimeout(t *testing.T) {
 	n, img := startNerdctl(t)
 	n.ok(append(append([]string{"run", "-d", "--name", "stubborn"}, vzRuntime...), img, "sh", "-c", "trap '' TERM; echo started; while :; do sleep 0.1; done")...)
