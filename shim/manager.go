@@ -37,6 +37,9 @@ var StateRoot = "/run/vzrun/containerd"
 // a start by containerd 2.0–2.2 (the legacy protocol) is answered here,
 // everything else is pkg/shim's.
 func Run(ctx context.Context) {
+	if len(os.Args) == 3 && os.Args[1] == sentinelArg {
+		runSentinel(os.Args[2])
+	}
 	m := NewManager(RuntimeName)
 	if cmd, ok := parseStart(os.Args[1:]); ok {
 		answered, err := cmd.run(ctx, m)

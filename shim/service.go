@@ -88,6 +88,10 @@ type service struct {
 	// are read; destroyed says it has.
 	vmMu      sync.RWMutex
 	destroyed bool
+	// sentinel is the task's pid (sentinel.go); sentinelStopping says its
+	// end is ours.
+	sentinel         *sentinel
+	sentinelStopping bool
 }
 
 var _ taskAPI.TTRPCTaskService = (*service)(nil)
@@ -147,10 +151,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	s.c, s.bundle = c, r.Bundle
-	p := &process{pid: uint32(os.Getpid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}),
+	sent, err := startSentinel(rootfs)
+	if err != nil {
+		c.Destroy(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	s.c, s.bundle, s.sentinel = c, r.Bundle, sent
+	go s.watchSentinel(r.ID, sent)
+	p := &process{pid: uint32(sent.pid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
 	if err := s.startIO(ctx, p); err != nil {
+		s.stopSentinel()
 		c.Destroy(context.WithoutCancel(ctx))
 		s.c = nil
 		return nil, err
@@ -316,6 +327,32 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	return &taskAPI.StartResponse{Pid: p.pid}, nil
 }
 
+// watchSentinel ends the container if its sentinel, the task's pid, is
+// killed (kill -9 of the task's pid ends a container, as with runc).
+func (s *service) watchSentinel(id string, sent *sentinel) {
+	<-sent.done
+	s.mu.Lock()
+	stopping, c := s.sentinelStopping, s.c
+	s.mu.Unlock()
+	if stopping || c == nil {
+		return
+	}
+	log.G(s.ctx).WithField("id", id).Warn("the task's pid (its sentinel) was killed: killing the container")
+	_, _ = c.Agent.Signal(s.ctx, &api.SignalRequest{ContainerId: id, Signal: 9, All: true})
+	if s.init != nil {
+		s.startWaiter(id, s.init)
+	}
+}
+
+// stopSentinel ends the sentinel, on purpose.
+func (s *service) stopSentinel() {
+	s.mu.Lock()
+	s.sentinelStopping = true
+	sent := s.sentinel
+	s.mu.Unlock()
+	sent.stop()
+}
+
 // startWaiter has waitExit follow p, once.
 func (s *service) startWaiter(id string, p *process) {
 	p.waiter.Do(func() { go s.waitExit(id, p) })
@@ -390,6 +427,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 		p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, 128+9, time.Now()
 		close(p.done)
 	}
+	s.stopSentinel()
 	if err := mount.UnmountRecursive(filepath.Join(s.bundle, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmounting rootfs")
 	}
@@ -488,7 +526,18 @@ func (s *service) footprint() ([]vzruntime.HostProcess, error) {
 	if c == nil || s.destroyed {
 		return nil, nil
 	}
-	return c.HostProcesses()
+	procs, err := c.HostProcesses()
+	// The sentinel runs beside QEMU but is the shim's, and costs nothing.
+	if s.sentinel != nil {
+		kept := procs[:0]
+		for _, p := range procs {
+			if p.Pid != s.sentinel.pid() {
+				kept = append(kept, p)
+			}
+		}
+		procs = kept
+	}
+	return procs, err
 }
 
 func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *ptypes.Empty, retErr error) {

@@ -179,6 +179,42 @@ func TestNerdctlRemoveDuringCreate(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return !strings.Contains(n.c.ctrOK("task", "ls"), "early") && strings.TrimSpace(n.c.ctrOK("container", "ls", "-q")) == "" })
 }
 
+// nerdctl cp reaches a running container through /proc/PID/root of the
+// task's pid: the container's files, never the host's. A kill -9 of the
+// task's pid ends the container, as with runc.
+func TestNerdctlCpAndTaskPid(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "cpt"}, vzRuntime...), img, "sh", "-c", "echo inside > /from-container; exec sleep 1000")...)
+	waitFor(t, 60*time.Second, func() bool { o, _, c := n.run("", "exec", "cpt", "cat", "/from-container"); return c == 0 && o == "inside\n" })
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.txt")
+	writeFile(t, src, "copied-in\n")
+	hostProbe := "/tmp/vzrun-cp-probe-" + uniqueID(t)
+	t.Cleanup(func() { os.Remove(hostProbe) })
+	n.ok("cp", src, "cpt:"+hostProbe)
+	if _, err := os.Stat(hostProbe); err == nil {
+		t.Errorf("nerdctl cp wrote %s on the host, not in the container", hostProbe)
+	}
+	if out := n.ok("exec", "cpt", "cat", hostProbe); out != "copied-in\n" {
+		t.Errorf("the copied file in the container: %q", out)
+	}
+	n.ok("cp", "cpt:/from-container", filepath.Join(dir, "out.txt"))
+	if b, err := os.ReadFile(filepath.Join(dir, "out.txt")); err != nil || string(b) != "inside\n" {
+		t.Errorf("nerdctl cp out of the container: %q, %v", b, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(n.ok("inspect", "-f", "{{.State.Pid}}", "cpt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		return strings.Contains(n.ok("ps", "-a", "--format", "{{.Status}}", "-f", "name=cpt"), "Exited")
+	})
+	n.ok("rm", "-f", "cpt")
+}
+
 func TestNerdctlStopKillsAfterTimeout(t *testing.T) {
 	n, img := startNerdctl(t)
 	n.ok(append(append([]string{"run", "-d", "--name", "stubborn"}, vzRuntime...), img, "sh", "-c", "trap '' TERM; echo started; while :; do sleep 0.1; done")...)
