@@ -56,9 +56,30 @@ func main() {
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
+		// As runc: the error goes to the --log file too, where callers
+		// (containerd's runc shim reads log.json) look for it.
+		if logFile {
+			logrus.Error(err)
+		}
 		fmt.Fprintf(os.Stderr, "vzrun: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// logFile says whether --log names a file.
+var logFile bool
+
+// quietFormatter drops the one line ttrpc logs when an answer arrives
+// for a call already given up (a relay's read at the container's end):
+// harmless, and in a foreground run it would land in the container's
+// stderr.
+type quietFormatter struct{ logrus.Formatter }
+
+func (f quietFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	if e.Message == "ttrpc: received message on inactive stream" {
+		return nil, nil
+	}
+	return f.Formatter.Format(e)
 }
 
 func setupLogging(c *cli.Context) error {
@@ -69,6 +90,7 @@ func setupLogging(c *cli.Context) error {
 			return fmt.Errorf("opening log %s: %w", p, err)
 		}
 		out = f
+		logFile = true
 	}
 	logrus.SetOutput(out)
 	switch f := c.String("log-format"); f {
@@ -79,6 +101,7 @@ func setupLogging(c *cli.Context) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", f)
 	}
+	logrus.SetFormatter(quietFormatter{logrus.StandardLogger().Formatter})
 	if c.Bool("debug") {
 		_ = log.SetLevel("debug")
 	} else {

@@ -90,6 +90,32 @@ func TestRunBadInput(t *testing.T) {
 	}
 }
 
+// An error goes to the --log file as well as stderr, as runc's does:
+// callers read it there (containerd's runc shim reads log.json).
+func TestErrorInLogFile(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "/no/such/binary")
+	logPath := filepath.Join(t.TempDir(), "log.json")
+	r := v.run("", "--log", logPath, "--log-format", "json", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code == 0 || !strings.Contains(r.stderr, "/no/such/binary") {
+		t.Fatalf("run of a missing binary: exit %d, stderr %q", r.code, r.stderr)
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) == nil && e["level"] == "error" && strings.Contains(fmt.Sprint(e["msg"]), "/no/such/binary") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the error is not in the --log file:\n%s", data)
+	}
+}
+
 func TestRunDuplicateID(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done")
