@@ -45,6 +45,9 @@ type process struct {
 
 	status   int
 	exitedAt time.Time
+	// pendingSize is a terminal size asked for before the terminal
+	// exists (an exec's, before it starts).
+	pendingSize *console.WinSize
 }
 
 func newProcess(containerID, execID string) *process {
@@ -64,11 +67,19 @@ func (p *process) setPipes(pio runc.IO) {
 	}
 }
 
-// setConsole takes the process's stdio from its terminal.
+// setConsole takes the process's stdio from its terminal, at the size
+// asked for before it existed.
 func (p *process) setConsole(c console.Console) {
+	p.mu.Lock()
 	p.console = c
 	p.stdin = c
 	p.stdout = c
+	size := p.pendingSize
+	p.pendingSize = nil
+	p.mu.Unlock()
+	if size != nil {
+		_ = c.Resize(*size)
+	}
 }
 
 func (p *process) setExited(status int, at time.Time) {

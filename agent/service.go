@@ -589,10 +589,21 @@ func (s *Service) ResizePty(ctx context.Context, req *api.ResizePtyRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	if p.console == nil {
+	size := consoleSize(req.Width, req.Height)
+	p.mu.Lock()
+	con := p.console
+	if con == nil && p.spec != nil && p.spec.Terminal {
+		// An exec's terminal comes with its start (nerdctl exec -it
+		// sizes it first, as containerd's runc shim allows).
+		p.pendingSize = &size
+		p.mu.Unlock()
+		return &api.Empty{}, nil
+	}
+	p.mu.Unlock()
+	if con == nil {
 		return nil, fmt.Errorf("process has no terminal: %w", errdefs.ErrFailedPrecondition)
 	}
-	if err := p.console.Resize(consoleSize(req.Width, req.Height)); err != nil {
+	if err := con.Resize(size); err != nil {
 		return nil, fmt.Errorf("resizing terminal: %w", err)
 	}
 	return &api.Empty{}, nil

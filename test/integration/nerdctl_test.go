@@ -254,6 +254,50 @@ func TestNerdctlCommit(t *testing.T) {
 	}
 }
 
+// nerdctl exec -it sizes the exec's terminal before it starts: the size
+// reaches the guest, and no error is printed for it.
+func TestNerdctlExecInteractiveTerminal(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "ext"}, vzRuntime...), img, "sleep", "1000")...)
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	if err := master.Resize(console.WinSize{Height: 33, Width: 111}); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := n.cmd("exec", "-it", "ext", "stty", "size")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out syncBuffer
+	go func() { _, _ = io.Copy(&out, master) }()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("nerdctl exec -it: %v: %q", err, out.String())
+		}
+	case <-time.After(90 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("nerdctl exec -it did not exit: %q", out.String())
+	}
+	time.Sleep(200 * time.Millisecond) // the last output through the pty
+	if got := out.String(); !strings.Contains(got, "33 111") || strings.Contains(got, "resize") {
+		t.Errorf("nerdctl exec -it stty size: %q, want 33 111 and no resize error", got)
+	}
+	n.ok("rm", "-f", "ext")
+}
+
 func TestNerdctlRunInteractiveTerminal(t *testing.T) {
 	n, img := startNerdctl(t)
 	master, slavePath, err := console.NewPty()
