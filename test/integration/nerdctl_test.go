@@ -176,7 +176,9 @@ func TestNerdctlRemoveDuringCreate(t *testing.T) {
 		t.Fatalf("nerdctl rm -f of a container being created did not return")
 	}
 	_ = run.Wait()
-	waitFor(t, 30*time.Second, func() bool { return !strings.Contains(n.c.ctrOK("task", "ls"), "early") && strings.TrimSpace(n.c.ctrOK("container", "ls", "-q")) == "" })
+	waitFor(t, 30*time.Second, func() bool {
+		return !strings.Contains(n.c.ctrOK("task", "ls"), "early") && strings.TrimSpace(n.c.ctrOK("container", "ls", "-q")) == ""
+	})
 }
 
 // nerdctl cp reaches a running container through /proc/PID/root of the
@@ -185,7 +187,10 @@ func TestNerdctlRemoveDuringCreate(t *testing.T) {
 func TestNerdctlCpAndTaskPid(t *testing.T) {
 	n, img := startNerdctl(t)
 	n.ok(append(append([]string{"run", "-d", "--name", "cpt"}, vzRuntime...), img, "sh", "-c", "echo inside > /from-container; exec sleep 1000")...)
-	waitFor(t, 60*time.Second, func() bool { o, _, c := n.run("", "exec", "cpt", "cat", "/from-container"); return c == 0 && o == "inside\n" })
+	waitFor(t, 60*time.Second, func() bool {
+		o, _, c := n.run("", "exec", "cpt", "cat", "/from-container")
+		return c == 0 && o == "inside\n"
+	})
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.txt")
 	writeFile(t, src, "copied-in\n")
