@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
@@ -190,6 +191,11 @@ func (t *Tap) moveInto(nsPath string) error {
 	})
 	if err != nil {
 		if err := sh.LinkSetNsFd(link, int(target.Fd())); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				// Another VM's tap is there: the namespace is another
+				// container's (--network container:NAME).
+				return fmt.Errorf("network namespace %s already has a VM's NIC (%s): a container in its own VM cannot share another container's network namespace: %w", nsPath, t.name, errdefs.ErrInvalidArgument)
+			}
 			return fmt.Errorf("moving tap %s into %s: %w", t.name, nsPath, err)
 		}
 	}

@@ -190,6 +190,20 @@ func TestNetworkDNSConfig(t *testing.T) {
 	}
 }
 
+// --network container:NAME asks for another container's network
+// namespace, which holds that container's VM NIC: refused with an error
+// that says so, and nothing left behind.
+func TestNetworkContainerModeRefused(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	first := "netfirst-" + uniqueID(t)
+	n.ok(append(append([]string{"run", "-d", "--name", first}, vzOnBridge...), img, "sleep", "1000")...)
+	_, errs, code := n.run("", "run", "--rm", "--runtime", "io.containerd.vz.v2", "--network", "container:"+first, img, "true")
+	if code == 0 || !strings.Contains(errs, "cannot share another container's network namespace") {
+		t.Errorf("--network container:: exit %d, stderr %q", code, errs)
+	}
+	n.ok("rm", "-f", first)
+}
+
 func TestNetworkNoneIsLoopbackOnly(t *testing.T) {
 	n, img := startCNINerdctl(t)
 	// Every link, with an address or not (the VM's NIC would be eth0).
