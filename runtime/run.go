@@ -54,6 +54,22 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if status, handled, err := runInNetNS(spec); handled {
 		return status, err
 	}
+	// Until signals go to the container, one that would end this process
+	// ends the run instead, cleanly: the VM stops and the state goes.
+	bootCtx, interrupt := context.WithCancelCause(ctx)
+	defer interrupt(nil)
+	early := make(chan os.Signal, 1)
+	signal.Notify(early, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	earlyDone := make(chan struct{})
+	go func() {
+		select {
+		case s := <-early:
+			interrupt(fmt.Errorf("%v while creating container %s", s, o.ID))
+		case <-earlyDone:
+		}
+	}()
+	endEarly := sync.OnceFunc(func() { signal.Stop(early); close(earlyDone) })
+	defer endEarly()
 	dir, err := CreateStateDir(r.Root, o.ID)
 	if err != nil {
 		return -1, err
@@ -89,13 +105,17 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 			_ = c.Stop(context.WithoutCancel(ctx))
 		}
 	}()
-	if err := c.boot(ctx, r); err != nil {
-		return -1, err
+	if err := c.boot(bootCtx, r); err != nil {
+		return -1, errors.Join(context.Cause(bootCtx), err)
 	}
 	tp := time.Now()
-	if err := c.prepare(ctx); err != nil {
+	if err := c.prepare(bootCtx); err != nil {
+		return -1, errors.Join(context.Cause(bootCtx), err)
+	}
+	if err := context.Cause(bootCtx); err != nil {
 		return -1, err
 	}
+	endEarly()
 	log.G(ctx).WithFields(log.Fields{"id": o.ID, "prepare": time.Since(tp)}).Debug("hooks and network done")
 	// Other shells reach the container as they reach a detached one's
 	// monitor: vzrun kill, exec, pause, ps.

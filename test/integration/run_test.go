@@ -354,6 +354,32 @@ func TestRunStdoutReaderGoesAway(t *testing.T) {
 	}
 }
 
+// A SIGINT to a foreground run while it is still creating the container
+// ends it with nothing left behind (the leftovers check of newVZ).
+func TestRunInterruptedWhileCreating(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	id := uniqueID(t)
+	cmd := v.cmd("run", "--bundle", b.Dir, id)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	startInBackground(t, cmd)
+	waitFor(t, 60*time.Second, func() bool { return v.run("", "state", id).code == 0 })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("run interrupted while creating: exit 0; stderr %s", stderr.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("run did not end after SIGINT")
+	}
+}
+
 func TestRunSignalForwarded(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
