@@ -104,16 +104,21 @@ func (p *process) hasExited() bool {
 	}
 }
 
+// output is the agent's end of the process's stdout (fd 1) or stderr (2).
+func (p *process) output(fd int) io.Reader {
+	switch fd {
+	case 1:
+		return p.stdout
+	case 2:
+		return p.stderr
+	}
+	return nil
+}
+
 // read returns what the process wrote to fd (1 or 2), blocking until there
 // is something; eof once the stream is closed.
 func (p *process) read(fd int) (data []byte, eof bool, err error) {
-	var r io.Reader
-	switch fd {
-	case 1:
-		r = p.stdout
-	case 2:
-		r = p.stderr
-	}
+	r := p.output(fd)
 	if r == nil {
 		return nil, true, nil
 	}
@@ -138,16 +143,10 @@ func (p *process) read(fd int) (data []byte, eof bool, err error) {
 // readSideband is read for a host that takes the data in a sideband
 // frame of the channel: it splices what the pipe holds to the host.
 func (p *process) readSideband(fd int, tag uint64) (n int, eof bool, err error) {
-	var r io.Reader
-	switch fd {
-	case 1:
-		if p.console != nil {
-			return 0, false, errNoSideband
-		}
-		r = p.stdout
-	case 2:
-		r = p.stderr
+	if fd == 1 && p.console != nil {
+		return 0, false, errNoSideband
 	}
+	r := p.output(fd)
 	if r == nil {
 		return 0, true, nil
 	}
@@ -164,14 +163,7 @@ func (p *process) readSideband(fd int, tag uint64) (n int, eof bool, err error) 
 // its next write there fails with EPIPE (a terminal's session is hung up).
 // A read blocked on it returns end of file.
 func (p *process) closeOutput(fd int) {
-	var r io.Reader
-	switch fd {
-	case 1:
-		r = p.stdout
-	case 2:
-		r = p.stderr
-	}
-	if c, ok := r.(io.Closer); ok {
+	if c, ok := p.output(fd).(io.Closer); ok {
 		_ = c.Close()
 	}
 }

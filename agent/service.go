@@ -518,12 +518,9 @@ func (s *Service) Wait(ctx context.Context, req *api.WaitRequest) (_ *api.WaitRe
 
 func (s *Service) ReadStdio(ctx context.Context, req *api.ReadStdioRequest) (_ *api.ReadStdioResponse, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	_, p, err := s.process(req.ContainerId, req.ExecId)
+	p, err := s.outputOf(req.ContainerId, req.ExecId, req.Fd)
 	if err != nil {
 		return nil, err
-	}
-	if req.Fd != 1 && req.Fd != 2 {
-		return nil, fmt.Errorf("fd %d: %w", req.Fd, errdefs.ErrInvalidArgument)
 	}
 	if req.SidebandTag != 0 && sideband != nil {
 		n, eof, err := p.readSideband(int(req.Fd), req.SidebandTag)
@@ -558,15 +555,25 @@ func (s *Service) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (_
 
 func (s *Service) CloseOutput(ctx context.Context, req *api.CloseOutputRequest) (_ *api.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	_, p, err := s.process(req.ContainerId, req.ExecId)
+	p, err := s.outputOf(req.ContainerId, req.ExecId, req.Fd)
 	if err != nil {
 		return nil, err
 	}
-	if req.Fd != 1 && req.Fd != 2 {
-		return nil, fmt.Errorf("fd %d: %w", req.Fd, errdefs.ErrInvalidArgument)
-	}
 	p.closeOutput(int(req.Fd))
 	return &api.Empty{}, nil
+}
+
+// outputOf finds the process whose stdout (fd 1) or stderr (2) a request
+// names.
+func (s *Service) outputOf(id, execID string, fd uint32) (*process, error) {
+	_, p, err := s.process(id, execID)
+	if err != nil {
+		return nil, err
+	}
+	if fd != 1 && fd != 2 {
+		return nil, fmt.Errorf("fd %d: %w", fd, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
 }
 
 func (s *Service) CloseStdin(ctx context.Context, req *api.CloseStdinRequest) (_ *api.Empty, retErr error) {

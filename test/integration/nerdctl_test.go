@@ -259,32 +259,40 @@ func TestNerdctlCommit(t *testing.T) {
 	}
 }
 
-// nerdctl exec -it sizes the exec's terminal before it starts: the size
-// reaches the guest, and no error is printed for it.
-func TestNerdctlExecInteractiveTerminal(t *testing.T) {
-	n, img := startNerdctl(t)
-	n.ok(append(append([]string{"run", "-d", "--name", "ext"}, vzRuntime...), img, "sleep", "1000")...)
+// startInPty starts cmd as a session leader on a new pty of size ws,
+// as a shell runs a command on a terminal; out collects what it prints.
+func startInPty(t *testing.T, cmd *exec.Cmd, ws console.WinSize) (console.Console, *syncBuffer) {
+	t.Helper()
 	master, slavePath, err := console.NewPty()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer master.Close()
-	if err := master.Resize(console.WinSize{Height: 33, Width: 111}); err != nil {
+	t.Cleanup(func() { master.Close() })
+	if err := master.Resize(ws); err != nil {
 		t.Fatal(err)
 	}
 	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := n.cmd("exec", "-it", "ext", "stty", "size")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	slave.Close()
-	var out syncBuffer
-	go func() { _, _ = io.Copy(&out, master) }()
+	out := &syncBuffer{}
+	go func() { _, _ = io.Copy(out, master) }()
+	return master, out
+}
+
+// nerdctl exec -it sizes the exec's terminal before it starts: the size
+// reaches the guest, and no error is printed for it.
+func TestNerdctlExecInteractiveTerminal(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "ext"}, vzRuntime...), img, "sleep", "1000")...)
+	cmd := n.cmd("exec", "-it", "ext", "stty", "size")
+	_, out := startInPty(t, cmd, console.WinSize{Height: 33, Width: 111})
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -305,27 +313,8 @@ func TestNerdctlExecInteractiveTerminal(t *testing.T) {
 
 func TestNerdctlRunInteractiveTerminal(t *testing.T) {
 	n, img := startNerdctl(t)
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	if err := master.Resize(console.WinSize{Height: 40, Width: 120}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := n.cmd(append(append([]string{"run", "-it", "--rm"}, vzRuntime...), img, "sh")...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	var out syncBuffer
-	go func() { _, _ = io.Copy(&out, master) }()
+	master, out := startInPty(t, cmd, console.WinSize{Height: 40, Width: 120})
 	// What is typed reaches the shell, and the size set before the start
 	// reaches the guest's pty.
 	deadline := time.Now().Add(60 * time.Second)
