@@ -137,7 +137,15 @@ func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
 		return nil
 	}
 	if err := syncExt4Back(ctx, img, st.Rootfs); err != nil {
-		return fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w (the image stays in %s)", st.ID, st.Rootfs, err, img)
+		// The delete goes on (else the container could never be
+		// deleted); the image, the container's data, is kept beside the
+		// rootfs for the user.
+		keep := filepath.Join(filepath.Dir(st.Rootfs), "rootfs-"+st.ID+".ext4")
+		if rerr := os.Rename(img, keep); rerr != nil {
+			return fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w (the image stays in %s)", st.ID, st.Rootfs, err, img)
+		}
+		log.G(ctx).WithError(err).Warnf("could not sync the ext4 rootfs of %s back into %s: its image is kept as %s", st.ID, st.Rootfs, keep)
+		return nil
 	}
 	return os.Remove(img)
 }

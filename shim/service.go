@@ -332,15 +332,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 func (s *service) watchSentinel(id string, sent *sentinel) {
 	<-sent.done
 	s.mu.Lock()
-	stopping, c := s.sentinelStopping, s.c
+	stopping, c, init := s.sentinelStopping, s.c, s.init
 	s.mu.Unlock()
 	if stopping || c == nil {
 		return
 	}
 	log.G(s.ctx).WithField("id", id).Warn("the task's pid (its sentinel) was killed: killing the container")
 	_, _ = c.Agent.Signal(s.ctx, &api.SignalRequest{ContainerId: id, Signal: 9, All: true})
-	if s.init != nil {
-		s.startWaiter(id, s.init)
+	if init != nil {
+		s.startWaiter(id, init)
 	}
 }
 
