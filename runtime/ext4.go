@@ -210,6 +210,11 @@ func completeDump(ctx context.Context, img, dump string) error {
 			attrOwners = append(attrOwners, e)
 			continue
 		}
+		if t == unix.S_IFSOCK {
+			// A socket is only a name once its listener is gone (rdump
+			// skips them too): nothing to carry back.
+			continue
+		}
 		if p, ok := first[e.ino]; ok {
 			if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
