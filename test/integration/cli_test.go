@@ -63,6 +63,20 @@ func startInBackground(t *testing.T, cmd *exec.Cmd) {
 	})
 }
 
+// startDetachingInBackground is startInBackground for a command that
+// leaves a process behind holding its stdio (create, run -d): that gets
+// /dev/null, a file, since on a pipe Wait would wait for that process too.
+func startDetachingInBackground(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { devNull.Close() })
+	cmd.Stdout, cmd.Stderr = devNull, devNull
+	startInBackground(t, cmd)
+}
+
 // pipes gives a vzrun command stdio pipes the way containerd's runc shim
 // does, and collects what comes out after vzrun itself has exited.
 type pipes struct {
@@ -388,9 +402,7 @@ func TestDeleteForce(t *testing.T) {
 func TestPauseResumeUpdateEvents(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
-	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro"}})
-	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
-	b.save(t)
+	b.seeOwnCgroup(t)
 	id := uniqueID(t)
 	v.detach("run", "--detach", "--bundle", b.Dir, id)
 	count := func() int {
@@ -498,9 +510,7 @@ func TestHostHooks(t *testing.T) {
 func TestCLIRest(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'echo usr1 >> /tmp/usr1' USR1; sleep 1000 & while :; do sleep 0.2; done")
-	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro"}})
-	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
-	b.save(t)
+	b.seeOwnCgroup(t)
 	id := uniqueID(t)
 	v.detach("run", "--detach", "--bundle", b.Dir, id)
 	defer v.run("", "delete", "--force", id)
@@ -616,14 +626,7 @@ func TestStateWhileCreating(t *testing.T) {
 	b.save(t)
 	id := uniqueID(t)
 	create := v.cmd("create", "--bundle", b.Dir, id)
-	// A file, not a pipe: the monitor keeps the container's stdio open.
-	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devNull.Close()
-	create.Stdout, create.Stderr = devNull, devNull
-	startInBackground(t, create)
+	startDetachingInBackground(t, create)
 	seen := map[string]bool{}
 	for deadline := time.Now().Add(60 * time.Second); !seen["created"] && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		r := v.run("", "state", id)

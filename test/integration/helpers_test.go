@@ -132,6 +132,15 @@ func (b *bundle) save(t *testing.T) {
 	writeFile(t, filepath.Join(b.Dir, "config.json"), string(out))
 }
 
+// seeOwnCgroup gives the container its own cgroup at /sys/fs/cgroup (a
+// cgroup namespace and mount), where a test reads its limits, and saves.
+func (b *bundle) seeOwnCgroup(t *testing.T) {
+	t.Helper()
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"ro"}})
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	b.save(t)
+}
+
 func (b *bundle) annotate(t *testing.T, kv ...string) {
 	t.Helper()
 	if b.Spec.Annotations == nil {

@@ -156,13 +156,7 @@ func TestNerdctlUpdate(t *testing.T) {
 func TestNerdctlRemoveDuringCreate(t *testing.T) {
 	n, img := startNerdctl(t)
 	run := n.cmd(append(append([]string{"run", "-d", "--name", "early"}, vzRuntime...), img, "sleep", "1000")...)
-	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devNull.Close()
-	run.Stdout, run.Stderr = devNull, devNull
-	startInBackground(t, run)
+	startDetachingInBackground(t, run)
 	waitFor(t, 60*time.Second, func() bool { return strings.Contains(n.c.ctrOK("task", "ls"), "CREATED") })
 	done := make(chan string, 1)
 	go func() {
