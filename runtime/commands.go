@@ -120,9 +120,10 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig unix.Signal, all bool
 	return err
 }
 
-// Pause freezes the container and the VM's vCPUs.
+// Pause freezes the container and the VM's vCPUs. As runc, a created
+// container can be paused too; Resume returns it to created.
 func (r *Runtime) Pause(ctx context.Context, id string) error {
-	return r.withMonitor(ctx, id, []string{StatusRunning}, func(c api.AgentService) error {
+	return r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning}, func(c api.AgentService) error {
 		_, err := c.Pause(ctx, &api.ContainerRequest{ContainerId: id})
 		return err
 	})

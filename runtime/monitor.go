@@ -193,6 +193,8 @@ type monitor struct {
 	// vcpus serialises pausing and resuming the VM's vCPUs.
 	vcpus  sync.Mutex
 	paused bool
+	// unpaused is the status Resume returns to: created or running.
+	unpaused string
 }
 
 // hooksOf keeps the spec's host hooks.

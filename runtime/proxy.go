@@ -77,6 +77,10 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 	if m.paused {
 		return &api.Empty{}, nil
 	}
+	st, err := m.dir.Load()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 	resp, err := p.AgentService.Pause(ctx, req)
 	if err != nil {
 		return nil, err
@@ -87,6 +91,7 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 		}
 	}
 	m.paused = true
+	m.unpaused = st.Status
 	return resp, errgrpc.ToGRPC(p.setStatus(StatusPaused))
 }
 
@@ -104,7 +109,11 @@ func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Emp
 	if err != nil {
 		return nil, err
 	}
-	return resp, errgrpc.ToGRPC(p.setStatus(StatusRunning))
+	status := m.unpaused
+	if status != StatusCreated {
+		status = StatusRunning
+	}
+	return resp, errgrpc.ToGRPC(p.setStatus(status))
 }
 
 func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {

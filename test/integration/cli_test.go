@@ -399,6 +399,40 @@ func TestDeleteForce(t *testing.T) {
 	v.runOK("delete", "--force", id)
 }
 
+// TestPauseCreated: as with runc, a created container can be paused; its
+// resume returns it to created, and a start while paused is refused.
+func TestPauseCreated(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo ran > /ran")
+	id := uniqueID(t)
+	create := v.cmd("create", "--bundle", b.Dir, id)
+	p := withPipes(t, create)
+	if out, err := runQuiet(create); err != nil {
+		t.Fatalf("create: %v %s", err, out)
+	}
+	p.started()
+	v.runOK("pause", id)
+	if st := v.state(id); st["status"] != "paused" {
+		t.Fatalf("state after pausing a created container: %v", st)
+	}
+	if r := v.run("", "start", id); r.code == 0 {
+		t.Errorf("start of a paused container succeeded")
+	}
+	v.runOK("resume", id)
+	if st := v.state(id); st["status"] != "created" {
+		t.Fatalf("state after resume: %v, want created", st)
+	}
+	if _, err := os.Stat(filepath.Join(b.rootfs(), "ran")); err == nil {
+		t.Fatalf("the process ran before start")
+	}
+	v.runOK("start", id)
+	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+	if got, err := os.ReadFile(filepath.Join(b.rootfs(), "ran")); err != nil || string(got) != "ran\n" {
+		t.Errorf("the process's file: %q %v", got, err)
+	}
+	v.runOK("delete", id)
+}
+
 func TestPauseResumeUpdateEvents(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
