@@ -58,13 +58,14 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*container
 	shares     map[string]string // virtio-fs tag -> mount point
+	staged     map[string][]byte // container id -> spec sent in pieces
 }
 
 var _ api.AgentService = (*Service)(nil)
 
 // NewService returns the agent service; exits must be fed by the subreaper.
 func NewService(exits *exitTable, startNs int64) *Service {
-	return &Service{exits: exits, startNs: startNs, containers: map[string]*container{}, shares: map[string]string{}}
+	return &Service{exits: exits, startNs: startNs, containers: map[string]*container{}, shares: map[string]string{}, staged: map[string][]byte{}}
 }
 
 func (s *Service) Hello(ctx context.Context, req *api.HelloRequest) (*api.HelloResponse, error) {
@@ -90,6 +91,21 @@ func (s *Service) Hello(ctx context.Context, req *api.HelloRequest) (*api.HelloR
 	}, nil
 }
 
+// maxSpec bounds a spec sent in pieces (runc reads config.json whole too).
+const maxSpec = 256 << 20
+
+func (s *Service) StageSpec(ctx context.Context, req *api.StageSpecRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.staged[req.ContainerId]
+	if len(b)+len(req.Chunk) > maxSpec {
+		delete(s.staged, req.ContainerId)
+		return nil, errgrpc.ToGRPC(fmt.Errorf("spec of %s: larger than %d MiB: %w", req.ContainerId, maxSpec>>20, errdefs.ErrInvalidArgument))
+	}
+	s.staged[req.ContainerId] = append(b, req.Chunk...)
+	return &api.Empty{}, nil
+}
+
 func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (_ *api.CreateContainerResponse, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
 	id := req.ContainerId
@@ -97,7 +113,14 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		return nil, fmt.Errorf("container id %q: %w", id, errdefs.ErrInvalidArgument)
 	}
 	var spec specs.Spec
-	if err := json.Unmarshal(req.Spec, &spec); err != nil {
+	specJSON := req.Spec
+	if len(specJSON) == 0 {
+		s.mu.Lock()
+		specJSON = s.staged[id]
+		delete(s.staged, id)
+		s.mu.Unlock()
+	}
+	if err := json.Unmarshal(specJSON, &spec); err != nil {
 		return nil, fmt.Errorf("decoding spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 

@@ -94,6 +94,9 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 		return err
 	}
 	t0 := time.Now()
+	if specJSON, err = stageSpec(ctx, sb.Agent, c.ID, specJSON); err != nil {
+		return fmt.Errorf("sending the spec of %s: %w", c.ID, errgrpc.ToNative(err))
+	}
 	resp, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: c.ID, Spec: specJSON, Rootfs: plan.rootfs, Shares: plan.shares, Stdin: true,
 		ClearOnlcr: c.clearONLCR, Debug: debugLogging(),
@@ -104,6 +107,26 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 	logGuestRunc(ctx, resp.RuncLog)
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "create": time.Since(t0)}).Debug("container created")
 	return nil
+}
+
+// specChunk is the largest piece of a spec sent in one message: ttrpc's
+// limit is 4 MiB a message, headers included.
+const specChunk = 3 << 20
+
+// stageSpec sends a spec too large for one message in pieces, and returns
+// what CreateContainer is to carry: the spec, or nothing if it was staged.
+func stageSpec(ctx context.Context, agent api.AgentService, id string, spec []byte) ([]byte, error) {
+	if len(spec) <= specChunk {
+		return spec, nil
+	}
+	for len(spec) > 0 {
+		n := min(len(spec), specChunk)
+		if _, err := agent.StageSpec(ctx, &api.StageSpecRequest{ContainerId: id, Chunk: spec[:n]}); err != nil {
+			return nil, err
+		}
+		spec = spec[n:]
+	}
+	return nil, nil
 }
 
 // prepare runs the host's prestart and createRuntime hooks on the created

@@ -399,6 +399,23 @@ func TestDeleteForce(t *testing.T) {
 	v.runOK("delete", "--force", id)
 }
 
+// TestLargeSpec: a config.json larger than one ttrpc message (4 MiB), as
+// runc takes it.
+func TestLargeSpec(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo ${#BIG}")
+	big := strings.Repeat("x", 100<<10)
+	b.Spec.Process.Env = append(b.Spec.Process.Env, "BIG="+big)
+	b.Spec.Annotations = map[string]string{"org.example.large": strings.Repeat("y", 9<<19)}
+	b.save(t)
+	if fi, err := os.Stat(filepath.Join(b.Dir, "config.json")); err != nil || fi.Size() < 4<<20+1 {
+		t.Fatalf("config.json: %v %v", fi, err)
+	}
+	if r := v.runOK("run", "--bundle", b.Dir, uniqueID(t)); r.stdout != "102400\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+}
+
 // TestPauseCreated: as with runc, a created container can be paused; its
 // resume returns it to created, and a start while paused is refused.
 func TestPauseCreated(t *testing.T) {

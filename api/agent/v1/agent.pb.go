@@ -338,7 +338,8 @@ func (x *Share) GetFsType() string {
 type CreateContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	// The OCI runtime spec (config.json) as given to vzrun, JSON.
+	// The OCI runtime spec (config.json) as given to vzrun, JSON; empty:
+	// the pieces sent with StageSpec.
 	Spec   []byte   `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	Rootfs *Rootfs  `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
 	Shares []*Share `protobuf:"bytes,4,rep,name=shares,proto3" json:"shares,omitempty"`
@@ -433,6 +434,58 @@ func (x *CreateContainerRequest) GetDebug() bool {
 	return false
 }
 
+type StageSpecRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Chunk         []byte                 `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageSpecRequest) Reset() {
+	*x = StageSpecRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageSpecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageSpecRequest) ProtoMessage() {}
+
+func (x *StageSpecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageSpecRequest.ProtoReflect.Descriptor instead.
+func (*StageSpecRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StageSpecRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *StageSpecRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Guest pid of the init process.
@@ -446,7 +499,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +511,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +524,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -498,7 +551,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +563,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +576,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartRequest) GetContainerId() string {
@@ -551,7 +604,7 @@ type StartResponse struct {
 
 func (x *StartResponse) Reset() {
 	*x = StartResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +616,7 @@ func (x *StartResponse) String() string {
 func (*StartResponse) ProtoMessage() {}
 
 func (x *StartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +629,7 @@ func (x *StartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
 func (*StartResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartResponse) GetPid() uint32 {
@@ -609,7 +662,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +674,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +687,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecRequest) GetContainerId() string {
@@ -692,7 +745,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +757,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +770,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SignalRequest) GetContainerId() string {
@@ -758,7 +811,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +823,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +836,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitRequest) GetContainerId() string {
@@ -811,7 +864,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +876,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +889,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitResponse) GetExitStatus() uint32 {
@@ -870,7 +923,7 @@ type ReadStdioRequest struct {
 
 func (x *ReadStdioRequest) Reset() {
 	*x = ReadStdioRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +935,7 @@ func (x *ReadStdioRequest) String() string {
 func (*ReadStdioRequest) ProtoMessage() {}
 
 func (x *ReadStdioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +948,7 @@ func (x *ReadStdioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStdioRequest.ProtoReflect.Descriptor instead.
 func (*ReadStdioRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadStdioRequest) GetContainerId() string {
@@ -939,7 +992,7 @@ type ReadStdioResponse struct {
 
 func (x *ReadStdioResponse) Reset() {
 	*x = ReadStdioResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1004,7 @@ func (x *ReadStdioResponse) String() string {
 func (*ReadStdioResponse) ProtoMessage() {}
 
 func (x *ReadStdioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1017,7 @@ func (x *ReadStdioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStdioResponse.ProtoReflect.Descriptor instead.
 func (*ReadStdioResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadStdioResponse) GetData() []byte {
@@ -999,7 +1052,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1064,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1077,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -1058,7 +1111,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1123,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1136,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1111,7 +1164,7 @@ type CloseOutputRequest struct {
 
 func (x *CloseOutputRequest) Reset() {
 	*x = CloseOutputRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1176,7 @@ func (x *CloseOutputRequest) String() string {
 func (*CloseOutputRequest) ProtoMessage() {}
 
 func (x *CloseOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1189,7 @@ func (x *CloseOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseOutputRequest.ProtoReflect.Descriptor instead.
 func (*CloseOutputRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CloseOutputRequest) GetContainerId() string {
@@ -1172,7 +1225,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1237,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1250,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResizePtyRequest) GetContainerId() string {
@@ -1238,7 +1291,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1303,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1316,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StateRequest) GetContainerId() string {
@@ -1292,7 +1345,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1357,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1370,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StateResponse) GetStatus() string {
@@ -1350,7 +1403,7 @@ type PidsRequest struct {
 
 func (x *PidsRequest) Reset() {
 	*x = PidsRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1415,7 @@ func (x *PidsRequest) String() string {
 func (*PidsRequest) ProtoMessage() {}
 
 func (x *PidsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1428,7 @@ func (x *PidsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsRequest.ProtoReflect.Descriptor instead.
 func (*PidsRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PidsRequest) GetContainerId() string {
@@ -1394,7 +1447,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1459,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1472,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PidsResponse) GetPids() []uint32 {
@@ -1438,7 +1491,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1503,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1516,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -1484,7 +1537,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1549,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1562,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateRequest) GetContainerId() string {
@@ -1537,7 +1590,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1602,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1615,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatsResponse) GetCgroupV2Metrics() []byte {
@@ -1582,7 +1635,7 @@ type WaitOOMRequest struct {
 
 func (x *WaitOOMRequest) Reset() {
 	*x = WaitOOMRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1647,7 @@ func (x *WaitOOMRequest) String() string {
 func (*WaitOOMRequest) ProtoMessage() {}
 
 func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1660,7 @@ func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
 func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WaitOOMRequest) GetContainerId() string {
@@ -1634,7 +1687,7 @@ type WaitOOMResponse struct {
 
 func (x *WaitOOMResponse) Reset() {
 	*x = WaitOOMResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1699,7 @@ func (x *WaitOOMResponse) String() string {
 func (*WaitOOMResponse) ProtoMessage() {}
 
 func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1712,7 @@ func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
 func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WaitOOMResponse) GetOomKills() uint64 {
@@ -1680,7 +1733,7 @@ type ConfigureNetworkRequest struct {
 
 func (x *ConfigureNetworkRequest) Reset() {
 	*x = ConfigureNetworkRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1745,7 @@ func (x *ConfigureNetworkRequest) String() string {
 func (*ConfigureNetworkRequest) ProtoMessage() {}
 
 func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1758,7 @@ func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConfigureNetworkRequest) GetContainerId() string {
@@ -1751,7 +1804,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1816,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1829,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Interface) GetName() string {
@@ -1840,7 +1893,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1905,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1918,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Route) GetDestination() string {
@@ -1920,7 +1973,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +1985,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +1998,7 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
@@ -1974,7 +2027,7 @@ type ForwardData struct {
 
 func (x *ForwardData) Reset() {
 	*x = ForwardData{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2039,7 @@ func (x *ForwardData) String() string {
 func (*ForwardData) ProtoMessage() {}
 
 func (x *ForwardData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2052,7 @@ func (x *ForwardData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardData.ProtoReflect.Descriptor instead.
 func (*ForwardData) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ForwardData) GetContainerId() string {
@@ -2062,7 +2115,10 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05stdin\x18\x05 \x01(\bR\x05stdin\x12\x1f\n" +
 	"\vclear_onlcr\x18\x06 \x01(\bR\n" +
 	"clearOnlcr\x12\x14\n" +
-	"\x05debug\x18\a \x01(\bR\x05debug\"F\n" +
+	"\x05debug\x18\a \x01(\bR\x05debug\"K\n" +
+	"\x10StageSpecRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"F\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x19\n" +
 	"\brunc_log\x18\x02 \x03(\tR\aruncLog\"J\n" +
@@ -2169,10 +2225,11 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1f\n" +
 	"\vclose_write\x18\x04 \x01(\bR\n" +
-	"closeWrite2\xec\v\n" +
+	"closeWrite2\xb2\f\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.vzrun.agent.v1.CreateContainerRequest\x1a'.vzrun.agent.v1.CreateContainerResponse\x12D\n" +
+	"\tStageSpec\x12 .vzrun.agent.v1.StageSpecRequest\x1a\x15.vzrun.agent.v1.Empty\x12D\n" +
 	"\x05Start\x12\x1c.vzrun.agent.v1.StartRequest\x1a\x1d.vzrun.agent.v1.StartResponse\x12:\n" +
 	"\x04Exec\x12\x1b.vzrun.agent.v1.ExecRequest\x1a\x15.vzrun.agent.v1.Empty\x12>\n" +
 	"\x06Signal\x12\x1d.vzrun.agent.v1.SignalRequest\x1a\x15.vzrun.agent.v1.Empty\x12A\n" +
@@ -2209,7 +2266,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -2217,85 +2274,88 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Rootfs)(nil),                  // 3: vzrun.agent.v1.Rootfs
 	(*Share)(nil),                   // 4: vzrun.agent.v1.Share
 	(*CreateContainerRequest)(nil),  // 5: vzrun.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 6: vzrun.agent.v1.CreateContainerResponse
-	(*StartRequest)(nil),            // 7: vzrun.agent.v1.StartRequest
-	(*StartResponse)(nil),           // 8: vzrun.agent.v1.StartResponse
-	(*ExecRequest)(nil),             // 9: vzrun.agent.v1.ExecRequest
-	(*SignalRequest)(nil),           // 10: vzrun.agent.v1.SignalRequest
-	(*WaitRequest)(nil),             // 11: vzrun.agent.v1.WaitRequest
-	(*WaitResponse)(nil),            // 12: vzrun.agent.v1.WaitResponse
-	(*ReadStdioRequest)(nil),        // 13: vzrun.agent.v1.ReadStdioRequest
-	(*ReadStdioResponse)(nil),       // 14: vzrun.agent.v1.ReadStdioResponse
-	(*WriteStdinRequest)(nil),       // 15: vzrun.agent.v1.WriteStdinRequest
-	(*CloseStdinRequest)(nil),       // 16: vzrun.agent.v1.CloseStdinRequest
-	(*CloseOutputRequest)(nil),      // 17: vzrun.agent.v1.CloseOutputRequest
-	(*ResizePtyRequest)(nil),        // 18: vzrun.agent.v1.ResizePtyRequest
-	(*StateRequest)(nil),            // 19: vzrun.agent.v1.StateRequest
-	(*StateResponse)(nil),           // 20: vzrun.agent.v1.StateResponse
-	(*PidsRequest)(nil),             // 21: vzrun.agent.v1.PidsRequest
-	(*PidsResponse)(nil),            // 22: vzrun.agent.v1.PidsResponse
-	(*ContainerRequest)(nil),        // 23: vzrun.agent.v1.ContainerRequest
-	(*UpdateRequest)(nil),           // 24: vzrun.agent.v1.UpdateRequest
-	(*StatsResponse)(nil),           // 25: vzrun.agent.v1.StatsResponse
-	(*WaitOOMRequest)(nil),          // 26: vzrun.agent.v1.WaitOOMRequest
-	(*WaitOOMResponse)(nil),         // 27: vzrun.agent.v1.WaitOOMResponse
-	(*ConfigureNetworkRequest)(nil), // 28: vzrun.agent.v1.ConfigureNetworkRequest
-	(*Interface)(nil),               // 29: vzrun.agent.v1.Interface
-	(*Route)(nil),                   // 30: vzrun.agent.v1.Route
-	(*DeleteContainerRequest)(nil),  // 31: vzrun.agent.v1.DeleteContainerRequest
-	(*ForwardData)(nil),             // 32: vzrun.agent.v1.ForwardData
+	(*StageSpecRequest)(nil),        // 6: vzrun.agent.v1.StageSpecRequest
+	(*CreateContainerResponse)(nil), // 7: vzrun.agent.v1.CreateContainerResponse
+	(*StartRequest)(nil),            // 8: vzrun.agent.v1.StartRequest
+	(*StartResponse)(nil),           // 9: vzrun.agent.v1.StartResponse
+	(*ExecRequest)(nil),             // 10: vzrun.agent.v1.ExecRequest
+	(*SignalRequest)(nil),           // 11: vzrun.agent.v1.SignalRequest
+	(*WaitRequest)(nil),             // 12: vzrun.agent.v1.WaitRequest
+	(*WaitResponse)(nil),            // 13: vzrun.agent.v1.WaitResponse
+	(*ReadStdioRequest)(nil),        // 14: vzrun.agent.v1.ReadStdioRequest
+	(*ReadStdioResponse)(nil),       // 15: vzrun.agent.v1.ReadStdioResponse
+	(*WriteStdinRequest)(nil),       // 16: vzrun.agent.v1.WriteStdinRequest
+	(*CloseStdinRequest)(nil),       // 17: vzrun.agent.v1.CloseStdinRequest
+	(*CloseOutputRequest)(nil),      // 18: vzrun.agent.v1.CloseOutputRequest
+	(*ResizePtyRequest)(nil),        // 19: vzrun.agent.v1.ResizePtyRequest
+	(*StateRequest)(nil),            // 20: vzrun.agent.v1.StateRequest
+	(*StateResponse)(nil),           // 21: vzrun.agent.v1.StateResponse
+	(*PidsRequest)(nil),             // 22: vzrun.agent.v1.PidsRequest
+	(*PidsResponse)(nil),            // 23: vzrun.agent.v1.PidsResponse
+	(*ContainerRequest)(nil),        // 24: vzrun.agent.v1.ContainerRequest
+	(*UpdateRequest)(nil),           // 25: vzrun.agent.v1.UpdateRequest
+	(*StatsResponse)(nil),           // 26: vzrun.agent.v1.StatsResponse
+	(*WaitOOMRequest)(nil),          // 27: vzrun.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),         // 28: vzrun.agent.v1.WaitOOMResponse
+	(*ConfigureNetworkRequest)(nil), // 29: vzrun.agent.v1.ConfigureNetworkRequest
+	(*Interface)(nil),               // 30: vzrun.agent.v1.Interface
+	(*Route)(nil),                   // 31: vzrun.agent.v1.Route
+	(*DeleteContainerRequest)(nil),  // 32: vzrun.agent.v1.DeleteContainerRequest
+	(*ForwardData)(nil),             // 33: vzrun.agent.v1.ForwardData
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
 	4,  // 1: vzrun.agent.v1.CreateContainerRequest.shares:type_name -> vzrun.agent.v1.Share
-	29, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
-	30, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
+	30, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
+	31, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
 	1,  // 4: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
 	5,  // 5: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
-	7,  // 6: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
-	9,  // 7: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
-	10, // 8: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
-	11, // 9: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
-	13, // 10: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
-	15, // 11: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
-	16, // 12: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
-	17, // 13: vzrun.agent.v1.Agent.CloseOutput:input_type -> vzrun.agent.v1.CloseOutputRequest
-	18, // 14: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
-	19, // 15: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
-	21, // 16: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
-	23, // 17: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
-	23, // 18: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
-	24, // 19: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
-	23, // 20: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
-	26, // 21: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
-	28, // 22: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
-	31, // 23: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	0,  // 24: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	32, // 25: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
-	2,  // 26: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	6,  // 27: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	8,  // 28: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 29: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 30: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	12, // 31: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	14, // 32: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 33: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 34: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 35: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
-	0,  // 36: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	20, // 37: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	22, // 38: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 39: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 40: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 41: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	25, // 42: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	27, // 43: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
-	0,  // 44: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 45: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 46: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	32, // 47: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
-	26, // [26:48] is the sub-list for method output_type
-	4,  // [4:26] is the sub-list for method input_type
+	6,  // 6: vzrun.agent.v1.Agent.StageSpec:input_type -> vzrun.agent.v1.StageSpecRequest
+	8,  // 7: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
+	10, // 8: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
+	11, // 9: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
+	12, // 10: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
+	14, // 11: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
+	16, // 12: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
+	17, // 13: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
+	18, // 14: vzrun.agent.v1.Agent.CloseOutput:input_type -> vzrun.agent.v1.CloseOutputRequest
+	19, // 15: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
+	20, // 16: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
+	22, // 17: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
+	24, // 18: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
+	24, // 19: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
+	25, // 20: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
+	24, // 21: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
+	27, // 22: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
+	29, // 23: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
+	32, // 24: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
+	0,  // 25: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	33, // 26: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
+	2,  // 27: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	7,  // 28: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	0,  // 29: vzrun.agent.v1.Agent.StageSpec:output_type -> vzrun.agent.v1.Empty
+	9,  // 30: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 31: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 32: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	13, // 33: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	15, // 34: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 35: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 36: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 37: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
+	0,  // 38: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	21, // 39: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	23, // 40: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 41: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 42: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 43: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	26, // 44: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	28, // 45: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 46: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 47: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 48: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	33, // 49: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
+	27, // [27:50] is the sub-list for method output_type
+	4,  // [4:27] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -2312,7 +2372,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

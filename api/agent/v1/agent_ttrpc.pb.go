@@ -10,6 +10,7 @@ import (
 type AgentService interface {
 	Hello(context.Context, *HelloRequest) (*HelloResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
+	StageSpec(context.Context, *StageSpecRequest) (*Empty, error)
 	Start(context.Context, *StartRequest) (*StartResponse, error)
 	Exec(context.Context, *ExecRequest) (*Empty, error)
 	Signal(context.Context, *SignalRequest) (*Empty, error)
@@ -47,6 +48,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.CreateContainer(ctx, &req)
+			},
+			"StageSpec": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StageSpecRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StageSpec(ctx, &req)
 			},
 			"Start": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req StartRequest
@@ -206,6 +214,14 @@ func (c *agentClient) Hello(ctx context.Context, req *HelloRequest) (*HelloRespo
 func (c *agentClient) CreateContainer(ctx context.Context, req *CreateContainerRequest) (*CreateContainerResponse, error) {
 	var resp CreateContainerResponse
 	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "CreateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) StageSpec(ctx context.Context, req *StageSpecRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "StageSpec", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
