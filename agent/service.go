@@ -736,6 +736,17 @@ func (s *Service) Stats(ctx context.Context, req *api.ContainerRequest) (_ *api.
 	if err != nil {
 		return nil, fmt.Errorf("reading cgroup of %s: %w", c.id, err)
 	}
+	// Without a memory limit of its own the container is bounded by the
+	// VM's memory: that, not "max", is its limit (nerdctl stats would
+	// show the host's memory).
+	if mem := st.GetMemory(); mem != nil {
+		var si unix.Sysinfo_t
+		if err := unix.Sysinfo(&si); err == nil {
+			if total := uint64(si.Totalram) * uint64(si.Unit); total > 0 && mem.UsageLimit > total {
+				mem.UsageLimit = total
+			}
+		}
+	}
 	b, err := proto.Marshal(st)
 	if err != nil {
 		return nil, err

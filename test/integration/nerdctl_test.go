@@ -114,6 +114,11 @@ func TestNerdctlDetachedLifecycle(t *testing.T) {
 	if mem == "" || strings.HasPrefix(mem, "0B") || pids == "" || pids == "0" {
 		t.Errorf("stats: %q", stats)
 	}
+	// With no limit of its own, the container's limit is its VM's memory
+	// (1 GiB by default), not the host's.
+	if l := parseSize(t, limit); l > 1<<30 || l < 512<<20 {
+		t.Errorf("stats: memory limit %s, want the VM's 1 GiB", limit)
+	}
 	n.ok("pause", "web")
 	if ps := n.ok("ps", "-a"); !strings.Contains(ps, "Paused") {
 		t.Errorf("ps after pause: %s", ps)
