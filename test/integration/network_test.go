@@ -454,12 +454,12 @@ func TestNetworkHostNetworkIsNAT(t *testing.T) {
 				// As on macOS, where the NAT's network is not known.
 				t.Setenv("VZRUN_NAT_DHCP", "1")
 			}
-			testHostNetworkIsNAT(t)
+			testHostNetworkIsNAT(t, dhcp)
 		})
 	}
 }
 
-func testHostNetworkIsNAT(t *testing.T) {
+func testHostNetworkIsNAT(t *testing.T, dhcp bool) {
 	v := newVZ(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -482,7 +482,11 @@ func testHostNetworkIsNAT(t *testing.T) {
 	b := newBundle(t, "sh", "-c", fmt.Sprintf("ip -o -4 addr show eth0; ip route; echo from-the-vm | nc 10.0.2.2 %d", port))
 	out := v.runOK("run", "--bundle", b.Dir, uniqueID(t)).stdout
 	if !strings.Contains(out, "eth0") || !strings.Contains(out, "default via") {
-		t.Errorf("no DHCP-configured eth0 in the guest:\n%s", out)
+		t.Errorf("no configured eth0 in the guest:\n%s", out)
+	}
+	// A lease has a lifetime (QEMU's: a day), the static setup none.
+	if leased := !strings.Contains(out, "valid_lft forever"); leased != dhcp {
+		t.Errorf("dhcp %v, but eth0's address says:\n%s", dhcp, out)
 	}
 	select {
 	case s := <-got:
