@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -439,8 +440,15 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *ptypes.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if _, err := s.process(r.ID, ""); err != nil {
+	init, err := s.process(r.ID, "")
+	if err != nil {
 		return nil, err
+	}
+	select {
+	case <-init.done:
+		// The runc shim's words, which tools and users match on.
+		return nil, errors.New("cannot exec in a stopped state")
+	default:
 	}
 	var ps specs.Process
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil {

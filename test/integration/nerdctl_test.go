@@ -129,6 +129,15 @@ func TestNerdctlDetachedLifecycle(t *testing.T) {
 		t.Errorf("SIGTERM not honoured on stop; logs %q", logs)
 	}
 	n.ok("rm", "web")
+
+	// An exec into a container whose process has ended fails with the
+	// runc shim's words.
+	n.ok(append(append([]string{"run", "-d", "--name", "ended"}, vzRuntime...), img, "true")...)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(n.c.ctrOK("task", "ls"), "STOPPED") })
+	if _, errs, code := n.run("", "exec", "ended", "true"); code == 0 || !strings.Contains(errs, "cannot exec in a stopped state") {
+		t.Errorf("exec into an ended container: exit %d, %q", code, errs)
+	}
+	n.ok("rm", "ended")
 }
 
 // nerdctl update reaches the container's cgroup in the guest through the
