@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -40,9 +41,9 @@ func firstLineWith(t *testing.T, cmd *exec.Cmd, s string, d time.Duration) strin
 	return waitLine(t, startLines(t, cmd, s), s, d)
 }
 
-// startLines starts cmd (killed when the test ends) and sends the first
-// line of its output that contains s; the channel closes if none does.
-func startLines(t *testing.T, cmd *exec.Cmd, s string) <-chan string {
+// startLines starts cmd (killed when the test ends) and sends each line of
+// its output that contains one of subs; the channel closes with the output.
+func startLines(t *testing.T, cmd *exec.Cmd, subs ...string) <-chan string {
 	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -52,32 +53,40 @@ func startLines(t *testing.T, cmd *exec.Cmd, s string) <-chan string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	got := make(chan string, 1)
+	got := make(chan string, 64)
 	go func() {
+		defer close(got)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), s) {
-				got <- sc.Text()
-				return
+			for _, s := range subs {
+				if strings.Contains(sc.Text(), s) {
+					got <- sc.Text()
+					break
+				}
 			}
 		}
-		close(got)
 	}()
 	return got
 }
 
+// waitLine returns the next line from lines that contains s, failing the
+// test if none comes within d.
 func waitLine(t *testing.T, lines <-chan string, s string, d time.Duration) string {
 	t.Helper()
-	select {
-	case line, ok := <-lines:
-		if !ok {
-			t.Fatalf("output ended without a line with %q", s)
+	timeout := time.After(d)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended without a line with %q", s)
+			}
+			if strings.Contains(line, s) {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("no line with %q within %s", s, d)
 		}
-		return line
-	case <-time.After(d):
-		t.Fatalf("no line with %q within %s", s, d)
 	}
-	return ""
 }
 
 // The shim publishes TaskOOM, which containerd's event stream shows.
@@ -86,8 +95,20 @@ func TestOOMEventContainerd(t *testing.T) {
 	img := c.importBusybox()
 	// ctr events subscribes before the container exists.
 	ev := exec.Command(filepath.Join(c.bin, "ctr"), "--address", c.sock(), "-n", c.ns, "events")
-	lines := startLines(t, ev, "/tasks/oom")
-	time.Sleep(500 * time.Millisecond)
+	lines := startLines(t, ev, "/tasks/oom", "/images/")
+	// Subscribed once an event of ours comes through.
+	subscribed := false
+	for i := 0; i < 30 && !subscribed; i++ {
+		c.ctrOK("images", "tag", "--force", img, fmt.Sprintf("docker.io/library/oom-sync:%d", i))
+		select {
+		case line := <-lines:
+			subscribed = strings.Contains(line, "oom-sync")
+		case <-time.After(time.Second):
+		}
+	}
+	if !subscribed {
+		t.Fatal("ctr events shows no event of an image tagged after it started")
+	}
 	c.ctrOK("run", "-d", "--runtime", "io.containerd.vz.v2", "--memory-limit", "67108864",
 		"--mount", "type=tmpfs,src=tmpfs,dst=/mem,options=size=300m", img, "oom-ctr", "sh", "-c", fillMemory)
 	defer c.ctr("", "task", "kill", "-s", "KILL", "oom-ctr")
