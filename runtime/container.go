@@ -200,6 +200,14 @@ func (c *Container) Destroy(ctx context.Context) {
 	_ = os.Remove(c.Dir.Path)
 }
 
+// Kill stops the VM at once, without asking the guest; Stop or Destroy
+// still follow to clean up.
+func (c *Container) Kill(ctx context.Context) {
+	if c.sb != nil {
+		c.sb.Kill(ctx)
+	}
+}
+
 // Stop stops the VM and syncs a block rootfs back; the state stays.
 func (c *Container) Stop(ctx context.Context) error {
 	if c.stopPublishing != nil {

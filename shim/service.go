@@ -85,10 +85,13 @@ type service struct {
 	paused  bool
 	metrics *http.Server
 
-	// vmMu keeps Delete from stopping the VM while its host processes
-	// are read; destroyed says it has.
+	// vmMu keeps the VM from being stopped while its host processes are
+	// read; destroyed says it has been (the container's process ended,
+	// or the task was deleted).
 	vmMu      sync.RWMutex
 	destroyed bool
+	// vmKilled says a SIGKILL the guest did not take killed the VM.
+	vmKilled bool
 	// sentinel is the task's pid (sentinel.go); sentinelStopping says its
 	// end is ours.
 	sentinel         *sentinel
@@ -339,7 +342,7 @@ func (s *service) watchSentinel(id string, sent *sentinel) {
 		return
 	}
 	log.G(s.ctx).WithField("id", id).Warn("the task's pid (its sentinel) was killed: killing the container")
-	_, _ = c.Agent.Signal(s.ctx, &api.SignalRequest{ContainerId: id, Signal: 9, All: true})
+	_ = s.signal(s.ctx, id, "", 9, true)
 	if init != nil {
 		s.startWaiter(id, init)
 	}
@@ -367,7 +370,25 @@ func (s *service) waitExit(id string, p *process) {
 	if err == nil {
 		status, at = w.ExitStatus, time.Unix(0, w.ExitedAtUnixNano)
 	} else {
-		log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("exec", p.execID).Warn("waiting for process")
+		s.mu.Lock()
+		killed := s.vmKilled
+		s.mu.Unlock()
+		if killed {
+			status = 128 + uint32(unix.SIGKILL)
+		} else {
+			log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("exec", p.execID).Warn("waiting for process")
+		}
+	}
+	// What the process wrote last is out before its exit is reported:
+	// a client (nerdctl run -it) stops reading at the exit event.
+	if p.relay != nil {
+		drained := make(chan struct{})
+		go func() { p.relay.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(outputDrainTimeout):
+			log.G(ctx).WithField("exec", p.execID).Warn("the process's output did not end with it")
+		}
 	}
 	p.mu.Lock()
 	p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, status, at
@@ -379,6 +400,89 @@ func (s *service) waitExit(id string, p *process) {
 	s.publish(ctx, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
 		ContainerID: id, ID: execOrID(id, p.execID), Pid: p.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
+	if p.execID == "" {
+		s.stopVM(ctx)
+	}
+}
+
+// outputDrainTimeout bounds the wait for a process's output after its
+// exit (a process of its own may still hold the stream).
+const outputDrainTimeout = 5 * time.Second
+
+// stopVM stops the VM once the container's process has ended, as runc
+// leaves nothing of a container but its shim: the VM, its file servers
+// and the task's pid (the sentinel) go; the rootfs mount and the state
+// stay until Delete. The execs end with the container's PID namespace;
+// their exits are waited for first.
+func (s *service) stopVM(ctx context.Context) {
+	s.mu.Lock()
+	var execs []*process
+	for _, e := range s.execs {
+		execs = append(execs, e)
+	}
+	s.mu.Unlock()
+	for _, e := range execs {
+		e.mu.Lock()
+		started := e.status == task.Status_RUNNING
+		e.mu.Unlock()
+		if started {
+			select {
+			case <-e.done:
+			case <-time.After(outputDrainTimeout):
+			}
+		}
+	}
+	s.vmMu.Lock()
+	if !s.destroyed {
+		if err := s.c.Stop(ctx); err != nil {
+			log.G(ctx).WithError(err).Warn("stopping the VM of an ended container")
+		}
+		s.destroyed = true
+	}
+	s.vmMu.Unlock()
+	s.stopSentinel()
+}
+
+// signalTimeout bounds the wait for the guest to take a signal.
+const signalTimeout = 10 * time.Second
+
+// signal sends a signal to a process in the guest. A VM that does not
+// answer (hung, or stopped on the host) still ends on a SIGKILL of the
+// container, as a frozen process does with runc: the VM is killed.
+func (s *service) signal(ctx context.Context, id, execID string, sig uint32, all bool) error {
+	sctx, cancel := context.WithTimeout(ctx, signalTimeout)
+	defer cancel()
+	_, err := s.c.Agent.Signal(sctx, &api.SignalRequest{ContainerId: id, ExecId: execID, Signal: sig, All: all})
+	if err == nil || ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return errgrpc.ToNative(err)
+	}
+	if execID != "" || sig != uint32(unix.SIGKILL) {
+		return fmt.Errorf("signal %d to %s: the VM did not answer within %s: %w", sig, execOrID(id, execID), signalTimeout, errdefs.ErrUnavailable)
+	}
+	log.G(ctx).WithField("id", id).Warnf("the VM did not take SIGKILL within %s: killing it", signalTimeout)
+	s.mu.Lock()
+	s.vmKilled = true
+	s.mu.Unlock()
+	s.vmMu.Lock()
+	if !s.destroyed {
+		s.c.Kill(ctx)
+	}
+	s.vmMu.Unlock()
+	return nil
+}
+
+// stopped fails if the container's process has ended (its VM with it).
+func (s *service) stopped(id string) error {
+	p, err := s.process(id, "")
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("container %s is stopped: %w", id, errdefs.ErrFailedPrecondition)
+	default:
+		return nil
+	}
 }
 
 func execOrID(id, execID string) string {
@@ -550,7 +654,7 @@ func (s *service) footprint() ([]vzruntime.HostProcess, error) {
 
 func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *ptypes.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if _, err := s.process(r.ID, ""); err != nil {
+	if err := s.stopped(r.ID); err != nil {
 		return nil, err
 	}
 	if _, err := s.c.Agent.Pause(ctx, &api.ContainerRequest{ContainerId: r.ID}); err != nil {
@@ -566,7 +670,7 @@ func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *ptypes
 
 func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *ptypes.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if _, err := s.process(r.ID, ""); err != nil {
+	if err := s.stopped(r.ID); err != nil {
 		return nil, err
 	}
 	if _, err := s.c.Agent.Resume(ctx, &api.ContainerRequest{ContainerId: r.ID}); err != nil {
@@ -595,13 +699,13 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *ptypes.E
 		return nil, fmt.Errorf("process %s has exited: %w", execOrID(r.ID, r.ExecID), errdefs.ErrNotFound)
 	default:
 	}
-	_, err = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All})
+	err = s.signal(ctx, r.ID, r.ExecID, r.Signal, r.All)
 	if err == nil && r.ExecID == "" {
 		// A created container killed before it started (nerdctl rm -f
 		// during create) exits too: its Wait and exit event must come.
 		s.startWaiter(r.ID, p)
 	}
-	return &ptypes.Empty{}, errgrpc.ToNative(err)
+	return &ptypes.Empty{}, err
 }
 
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *ptypes.Empty, retErr error) {
@@ -631,7 +735,7 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *pt
 
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *ptypes.Empty, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if _, err := s.process(r.ID, ""); err != nil {
+	if err := s.stopped(r.ID); err != nil {
 		return nil, err
 	}
 	if r.Resources == nil {
@@ -656,16 +760,20 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.
 
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, retErr error) {
 	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
-	if _, err := s.process(r.ID, ""); err != nil {
-		return nil, err
-	}
-	resp, err := s.c.Agent.Stats(ctx, &api.ContainerRequest{ContainerId: r.ID})
-	if err != nil {
-		return nil, errgrpc.ToNative(err)
-	}
 	var m cgroupstats.Metrics
-	if err := proto.Unmarshal(resp.CgroupV2Metrics, &m); err != nil {
+	if err := s.stopped(r.ID); errors.Is(err, errdefs.ErrFailedPrecondition) {
+		// Its VM is gone with it: nothing in use, as an empty cgroup.
+		m.Memory, m.CPU, m.Pids = &cgroupstats.MemoryStat{}, &cgroupstats.CPUStat{}, &cgroupstats.PidsStat{}
+	} else if err != nil {
 		return nil, err
+	} else {
+		resp, err := s.c.Agent.Stats(ctx, &api.ContainerRequest{ContainerId: r.ID})
+		if err != nil {
+			return nil, errgrpc.ToNative(err)
+		}
+		if err := proto.Unmarshal(resp.CgroupV2Metrics, &m); err != nil {
+			return nil, err
+		}
 	}
 	anyStats, err := typeurl.MarshalAnyToProto(&m)
 	if err != nil {

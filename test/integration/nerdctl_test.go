@@ -130,14 +130,99 @@ func TestNerdctlDetachedLifecycle(t *testing.T) {
 	}
 	n.ok("rm", "web")
 
-	// An exec into a container whose process has ended fails with the
-	// runc shim's words.
+	// A container whose process has ended keeps nothing running, as with
+	// runc: its VM and the task's pid are gone (the shim stays until rm).
 	n.ok(append(append([]string{"run", "-d", "--name", "ended"}, vzRuntime...), img, "true")...)
 	waitFor(t, 60*time.Second, func() bool { return strings.Contains(n.c.ctrOK("task", "ls"), "STOPPED") })
+	id := strings.TrimSpace(n.ok("inspect", "-f", "{{.ID}}", "ended"))
+	waitFor(t, 30*time.Second, func() bool {
+		for _, p := range processesMentioning(id) {
+			if strings.Contains(p, "qemu-system") || strings.Contains(p, "proxy") {
+				return false
+			}
+		}
+		return true
+	})
+	var pid int
+	fmt.Sscan(n.ok("inspect", "-f", "{{.State.Pid}}", "ended"), &pid)
+	if pid > 0 && syscall.Kill(pid, 0) == nil {
+		t.Errorf("the ended container's pid %d is alive", pid)
+	}
+	// Its stats are an empty cgroup's; an exec fails with the runc
+	// shim's words.
+	if out, errs, code := n.run("", "stats", "--no-stream", "-a", "--format", "{{.MemUsage}}", "ended"); code != 0 || !strings.HasPrefix(out, "0B") {
+		t.Errorf("stats of an ended container: exit %d %q %q", code, out, errs)
+	}
 	if _, errs, code := n.run("", "exec", "ended", "true"); code == 0 || !strings.Contains(errs, "cannot exec in a stopped state") {
 		t.Errorf("exec into an ended container: exit %d, %q", code, errs)
 	}
 	n.ok("rm", "ended")
+}
+
+// TestNerdctlRunInteractiveLastOutput: what an interactive terminal's
+// process writes just before it exits reaches nerdctl, also with input
+// typed that it never reads (the exit was reported before the output was
+// out, and nerdctl stopped reading).
+func TestNerdctlRunInteractiveLastOutput(t *testing.T) {
+	n, img := startNerdctl(t)
+	for i := 0; i < 4; i++ {
+		cmd := n.cmd(append(append([]string{"run", "-it", "--rm"}, vzRuntime...), img, "sh", "-c", "tty; echo B; echo C-end; exit 4")...)
+		master, out := startInPty(t, cmd, console.WinSize{Height: 24, Width: 80})
+		master.Write([]byte("x"))
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 {
+				t.Errorf("nerdctl run -it: %v, want exit 4", err)
+			}
+		case <-time.After(90 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("nerdctl run -it did not exit: %q", out.String())
+		}
+		time.Sleep(200 * time.Millisecond) // the last output through the pty
+		if got := out.String(); !strings.Contains(got, "C-end") {
+			t.Errorf("run %d: the last line is missing: %q", i, got)
+		}
+	}
+}
+
+// TestNerdctlRemoveHungVM: a VM that does not answer (here: QEMU stopped
+// on the host) still ends on SIGKILL, as a frozen process does with runc,
+// and nerdctl rm -f removes the container.
+func TestNerdctlRemoveHungVM(t *testing.T) {
+	n, img := startNerdctl(t)
+	n.ok(append(append([]string{"run", "-d", "--name", "hung"}, vzRuntime...), img, "sleep", "1000")...)
+	id := strings.TrimSpace(n.ok("inspect", "-f", "{{.ID}}", "hung"))
+	var qemu int
+	for _, p := range processesMentioning(id) {
+		if strings.Contains(p, "qemu-system") {
+			fmt.Sscan(p, &qemu)
+		}
+	}
+	if qemu == 0 {
+		t.Fatalf("no QEMU for %s", id)
+	}
+	if err := syscall.Kill(qemu, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(qemu, syscall.SIGCONT)
+	done := make(chan string, 1)
+	go func() {
+		out, errs, code := n.run("", "rm", "-f", "hung")
+		done <- fmt.Sprintf("exit %d: %s%s", code, out, errs)
+	}()
+	select {
+	case r := <-done:
+		if !strings.HasPrefix(r, "exit 0") {
+			t.Errorf("rm -f of a container whose VM hangs: %s", r)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("nerdctl rm -f of a container whose VM hangs did not return")
+	}
+	if left := processesMentioning(id); len(left) > 0 {
+		t.Errorf("left behind: %q", left)
+	}
 }
 
 // nerdctl update reaches the container's cgroup in the guest through the
