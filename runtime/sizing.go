@@ -27,6 +27,10 @@ const (
 	// agentHeadroomMiB is added to a memory limit for the guest kernel and
 	// the agent, so the container gets the limit it asked for.
 	agentHeadroomMiB = 128
+	// MinMemoryMiB is the smallest VM a container is created in: the
+	// guest kernel, the agent and runc's create take ~80 MiB, and below
+	// that the create dies in the guest (OOM) with an unclear error.
+	MinMemoryMiB = 128
 )
 
 // VMSize derives vCPUs and guest memory from the spec: annotations first,
@@ -54,8 +58,14 @@ func VMSize(s *specs.Spec) (cpus, memMiB int, err error) {
 				cpus = max(cpus, n+1)
 			}
 		}
+		// A limit above the host's memory limits nothing (as with runc):
+		// the VM gets the host's memory.
 		if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
-			memMiB = int((*m.Limit+(1<<20)-1)>>20) + agentHeadroomMiB
+			limitMiB := uint64(*m.Limit) >> 20
+			if uint64(*m.Limit)&(1<<20-1) != 0 {
+				limitMiB++
+			}
+			memMiB = int(min(limitMiB+agentHeadroomMiB, uint64(max(hostMemoryMiB(), DefaultMemoryMiB))))
 		}
 	}
 	if v, ok := s.Annotations[AnnotationCPUs]; ok {
@@ -64,8 +74,16 @@ func VMSize(s *specs.Spec) (cpus, memMiB int, err error) {
 		}
 	}
 	if v, ok := s.Annotations[AnnotationMemory]; ok {
-		if memMiB, err = strconv.Atoi(v); err != nil || memMiB < 64 {
-			return 0, 0, fmt.Errorf("annotation %s=%q: want MiB, at least 64: %w", AnnotationMemory, v, errdefs.ErrInvalidArgument)
+		if memMiB, err = strconv.Atoi(v); err != nil || memMiB < MinMemoryMiB {
+			return 0, 0, fmt.Errorf("annotation %s=%q: want MiB, at least %d: %w", AnnotationMemory, v, MinMemoryMiB, errdefs.ErrInvalidArgument)
+		}
+		if host := hostMemoryMiB(); host > 0 && memMiB > host {
+			return 0, 0, fmt.Errorf("annotation %s=%q: more than the host's memory (%d MiB): %w", AnnotationMemory, v, host, errdefs.ErrInvalidArgument)
+		}
+	}
+	if v, ok := s.Annotations[AnnotationTemplate]; ok {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return 0, 0, fmt.Errorf("annotation %s=%q: want true or false: %w", AnnotationTemplate, v, errdefs.ErrInvalidArgument)
 		}
 	}
 	if n := goruntime.NumCPU(); cpus > n {

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"fmt"
+	"math"
 	goruntime "runtime"
 	"testing"
 
@@ -11,6 +13,10 @@ func TestVMSize(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
 	u64 := func(v uint64) *uint64 { return &v }
 	ncpu := goruntime.NumCPU()
+	host := hostMemoryMiB()
+	if host < DefaultMemoryMiB {
+		t.Fatalf("host memory %d MiB", host)
+	}
 	tests := []struct {
 		name    string
 		res     *specs.LinuxResources
@@ -32,6 +38,12 @@ func TestVMSize(t *testing.T) {
 		{name: "cpus capped at host", ann: map[string]string{AnnotationCPUs: "1000"}, cpus: ncpu, mem: DefaultMemoryMiB},
 		{name: "bad cpus annotation", ann: map[string]string{AnnotationCPUs: "zero"}, wantErr: true},
 		{name: "too little memory", ann: map[string]string{AnnotationMemory: "10"}, wantErr: true},
+		{name: "less than a VM needs", ann: map[string]string{AnnotationMemory: "64"}, wantErr: true},
+		{name: "more memory than the host", ann: map[string]string{AnnotationMemory: fmt.Sprint(host + 1)}, wantErr: true},
+		{name: "a limit above the host's memory", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(int64(host+1) << 20)}}, cpus: 1, mem: host},
+		{name: "the largest limit", res: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(math.MaxInt64)}}, cpus: 1, mem: host},
+		{name: "template false", ann: map[string]string{AnnotationTemplate: "false"}, cpus: DefaultCPUs, mem: DefaultMemoryMiB},
+		{name: "bad template annotation", ann: map[string]string{AnnotationTemplate: "maybe"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ func useTemplate(spec *specs.Spec, shares int) string {
 		return "the hypervisor backend has no templates"
 	case os.Getenv(EnvTemplate) == "0":
 		return EnvTemplate + "=0"
-	case spec.Annotations[AnnotationTemplate] == "false":
+	case isFalse(spec.Annotations[AnnotationTemplate]):
 		return AnnotationTemplate + "=false"
 	case spec.Annotations[AnnotationRootfs] != "" && spec.Annotations[AnnotationRootfs] != "virtiofs":
 		return "the rootfs is a block device"
@@ -65,6 +66,12 @@ func useTemplate(spec *specs.Spec, shares int) string {
 		return fmt.Sprintf("%d shared directories, more than a template's %d", shares, hypervisor.TemplateShares)
 	}
 	return ""
+}
+
+// isFalse says a boolean annotation is set to false (0, f, false, ...).
+func isFalse(v string) bool {
+	b, err := strconv.ParseBool(v)
+	return err == nil && !b
 }
 
 // templateInputs describes the files a template depends on, one line
