@@ -430,7 +430,7 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 // stdio and exits with its status; its pid is the process's pid.
 func (r *Runtime) execDetached(ctx context.Context, o ExecOptions) error {
 	cmd := exec.Command(o.Self[0], o.Self[1:]...)
-	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "exec in "+o.ID+": the relay process exited")
+	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "exec in "+o.ID, "the relay process exited")
 }
 
 // forwardExecSignals sends the signals an exec relay receives to its

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
 	"github.com/vzrun/vzrun/internal/sockpath"
@@ -93,14 +95,17 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
 		return err
 	}
 	defer started()
-	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "creating container "+o.ID+": the monitor exited")
+	return spawnDetached(cmd, o.ConsoleSocket == "", o.PidFile, "creating container "+o.ID, "the monitor exited")
 }
 
 // spawnDetached starts cmd in a session of its own with a pipe on fd 3
 // on which it reports "ok" or an error once it is ready, writes its pid to
 // pidFile and leaves it running. With inheritStdio it gets this process's
-// stdio (the container's, as runc's container gets runc's).
-func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, exited string) error {
+// stdio (the container's, as runc's container gets runc's). A SIGINT,
+// SIGTERM or SIGHUP while it gets ready kills it and fails: what is being
+// done is abandoned, not left running (a kill -9 of this process the child
+// sees as the pipe's reader gone, and abandons it itself).
+func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, what, exited string) error {
 	ready, readyW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -119,17 +124,29 @@ func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, exited string) err
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setsid = true
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}
-	msg, _ := io.ReadAll(ready)
+	msgc := make(chan []byte, 1)
+	go func() { msg, _ := io.ReadAll(ready); msgc <- msg }()
+	var msg []byte
+	select {
+	case msg = <-msgc:
+	case sig := <-sigs:
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("%v while %s", sig, what)
+	}
 	if string(msg) != "ok" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if len(msg) == 0 {
-			return errors.New(exited)
+			return errors.New(what + ": " + exited)
 		}
 		return errors.New(string(msg))
 	}
@@ -175,7 +192,15 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 		m.teardown(ctx)
 		return 1
 	}
-	fmt.Fprint(o.Ready, "ok")
+	if _, err := fmt.Fprint(o.Ready, "ok"); err != nil {
+		// The create that started this monitor is gone (killed before
+		// it could report success): nothing of the container may stay.
+		log.G(ctx).WithError(err).WithField("id", o.ID).Warn("the create command is gone: abandoning the container")
+		o.Ready.Close()
+		m.teardown(ctx)
+		_ = m.dir.Remove()
+		return 1
+	}
 	o.Ready.Close()
 	return m.wait(ctx)
 }

@@ -380,6 +380,31 @@ func TestRunInterruptedWhileCreating(t *testing.T) {
 	}
 }
 
+// A detached create that is interrupted (SIGTERM) or killed (SIGKILL)
+// while the VM is being set up reports failure and leaves nothing: no
+// container created behind its back.
+func TestCreateInterruptedWhileCreating(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "sleep", "1000")
+			id := uniqueID(t)
+			cmd := v.cmd("create", "--bundle", b.Dir, id)
+			startDetachingInBackground(t, cmd)
+			waitFor(t, 60*time.Second, func() bool { return v.run("", "state", id).code == 0 })
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err == nil {
+				t.Errorf("create interrupted by %v: exit 0", sig)
+			}
+			// The monitor finds its create gone and removes what it made.
+			waitFor(t, 90*time.Second, func() bool { return v.run("", "state", id).code != 0 })
+			waitFor(t, 30*time.Second, func() bool { return len(processesMentioning("/"+id+"/")) == 0 })
+		})
+	}
+}
+
 func TestRunSignalForwarded(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
