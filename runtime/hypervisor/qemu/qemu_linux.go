@@ -427,8 +427,30 @@ func (v *vm) startFileServer(what, name, logName string, conn *os.File, s hyperv
 	v.mu.Lock()
 	v.fsds = append(v.fsds, cmd)
 	v.mu.Unlock()
-	go func() { _ = cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		v.fileServerExited(what, s.Path, err)
+	}()
 	return nil
+}
+
+// fileServerExited stops the VM when one of its file servers dies under
+// it (killed, crashed): the guest's rootfs or volume would fail every
+// access from then on, so the container ends, as Kata ends a sandbox whose
+// virtiofsd died. A file server ending because QEMU is going is normal.
+func (v *vm) fileServerExited(what, path string, err error) {
+	select {
+	case <-v.done:
+		return
+	case <-time.After(time.Second):
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped || v.cmd == nil {
+		return
+	}
+	log.L.WithError(err).WithField("id", v.cfg.ID).Warnf("%s for %s exited: stopping the VM", what, path)
+	_ = v.cmd.Process.Kill()
 }
 
 // usesProxy says whether the shares of a VM restored from a template are
