@@ -45,6 +45,14 @@ func setupGuest() error {
 	if err := enableControllers("/sys/fs/cgroup"); err != nil {
 		return err
 	}
+	// A block-device rootfs (ext4) loses what sits dirty in the guest's
+	// page cache if the VM is killed: write it back within ~0.1 s rather
+	// than the kernel's 30 s (the host keeps what reached the disk).
+	for name, v := range map[string]string{"dirty_expire_centisecs": "10", "dirty_writeback_centisecs": "10"} {
+		if err := os.WriteFile("/proc/sys/vm/"+name, []byte(v), 0o644); err != nil {
+			return fmt.Errorf("vm.%s: %w", name, err)
+		}
+	}
 	return setLinkUp("lo")
 }
 

@@ -224,7 +224,15 @@ func (s *Service) mountRootfs(c *container, r *api.Rootfs) (string, error) {
 		if r.Type == "erofs" {
 			flags |= unix.MS_RDONLY
 		}
-		if err := unix.Mount(dev, mp, r.Type, flags, strings.Join(r.Options, ",")); err != nil {
+		var data []string
+		for _, o := range r.Options {
+			if o == "sync" {
+				flags |= unix.MS_SYNCHRONOUS
+			} else {
+				data = append(data, o)
+			}
+		}
+		if err := unix.Mount(dev, mp, r.Type, flags, strings.Join(data, ",")); err != nil {
 			return "", fmt.Errorf("mounting %s rootfs %s (%s): %w", r.Type, dev, strings.Join(r.Options, ","), err)
 		}
 		c.mounts = append(c.mounts, mp)

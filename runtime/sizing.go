@@ -16,6 +16,7 @@ const (
 	AnnotationMemory     = "io.vzrun.memory" // MiB
 	AnnotationRootfs     = "io.vzrun.rootfs" // virtiofs or ext4
 	AnnotationExt4Data   = "io.vzrun.ext4.data"
+	AnnotationExt4Sync   = "io.vzrun.ext4.sync" // true: a synchronous mount
 	AnnotationAccel      = "io.vzrun.accel"
 	AnnotationDiskSizeMB = "io.vzrun.disk-size" // MiB, ext4 rootfs image
 )
