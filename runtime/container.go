@@ -3,14 +3,17 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
@@ -102,7 +105,7 @@ func (c *Container) boot(ctx context.Context, r *Runtime) error {
 		ClearOnlcr: c.clearONLCR, Debug: debugLogging(),
 	})
 	if err != nil {
-		return fmt.Errorf("creating container %s: %w", c.ID, errgrpc.ToNative(err))
+		return fmt.Errorf("creating container %s: %w", c.ID, c.vmExited(errgrpc.ToNative(err)))
 	}
 	logGuestRunc(ctx, resp.RuncLog)
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "create": time.Since(t0)}).Debug("container created")
@@ -198,6 +201,27 @@ func (c *Container) Destroy(ctx context.Context) {
 	killStateProcesses(c.Dir.Path)
 	_ = c.Dir.Remove()
 	_ = os.Remove(c.Dir.Path)
+}
+
+// vmExited explains an agent call that failed because the VM is gone
+// (the connection closed): it names the VM's exit, not just "ttrpc:
+// closed". Other errors are returned as they are.
+func (c *Container) vmExited(err error) error {
+	// (errgrpc.ToNative keeps the message, not the error.)
+	if c.sb == nil || err == nil || (!errors.Is(err, ttrpc.ErrClosed) && !strings.HasSuffix(err.Error(), ttrpc.ErrClosed.Error())) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	werr := c.sb.VM.Wait(ctx)
+	switch {
+	case errors.Is(werr, context.DeadlineExceeded):
+		return err
+	case werr != nil:
+		return fmt.Errorf("the VM exited (%v): %w", werr, err)
+	default:
+		return fmt.Errorf("the VM powered off: %w", err)
+	}
 }
 
 // Kill stops the VM at once, without asking the guest; Stop or Destroy

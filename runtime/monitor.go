@@ -323,7 +323,7 @@ func (m *monitor) wait(ctx context.Context) int {
 		status = int(w.ExitStatus)
 		m.relay.wait()
 	} else {
-		log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("id", m.o.ID).Error("lost the container")
+		log.G(ctx).WithError(m.c.vmExited(errgrpc.ToNative(err))).WithField("id", m.o.ID).Error("lost the container")
 	}
 	m.teardown(ctx)
 	if st, err := m.dir.Load(); err == nil {

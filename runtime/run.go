@@ -158,7 +158,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 
 	w, err := c.Agent.Wait(ctx, &api.WaitRequest{ContainerId: o.ID})
 	if err != nil {
-		return -1, fmt.Errorf("waiting for container %s: %w", o.ID, errgrpc.ToNative(err))
+		return -1, fmt.Errorf("waiting for container %s: %w", o.ID, c.vmExited(errgrpc.ToNative(err)))
 	}
 	tw := time.Now()
 	relay.wait()

@@ -454,6 +454,29 @@ func TestCreateInterruptedWhileCreating(t *testing.T) {
 	}
 }
 
+// A foreground run whose VM is killed under it fails with an error that
+// says so (not only the agent connection's "ttrpc: closed").
+func TestRunVMKilled(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo ready; sleep 1000")
+	id := uniqueID(t)
+	cmd := v.cmd("run", "--bundle", b.Dir, id)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	startInBackground(t, cmd)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	for _, p := range processesMentioning("/" + id + "/") {
+		if strings.Contains(p, "qemu-system") {
+			var pid int
+			fmt.Sscan(p, &pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(stderr.String(), "the VM exited (signal: killed)") {
+		t.Errorf("run whose VM was killed: %v, stderr %q", err, stderr.String())
+	}
+}
+
 func TestRunSignalForwarded(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
