@@ -246,10 +246,11 @@ func disconnectNetwork(ctx context.Context, st *State) {
 // the VM, so hooks given state.pid find the container's namespace in
 // /proc/PID/ns/net as with runc, and CNI plugins run from them see it.
 // This process passes signals on and exits as the child does. handled is
-// false when nothing needed doing.
-func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
+// false when nothing needed doing; killed is the child's pid if a signal
+// killed it (its state may be left).
+func runInNetNS(spec *specs.Spec) (status int, handled bool, killed int, err error) {
 	if !wantsNewNetNS(spec) || hostNetNS() != nil {
-		return 0, false, nil
+		return 0, false, 0, nil
 	}
 	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -257,7 +258,7 @@ func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started, err := StartInNetNS(cmd, spec)
 	if err != nil {
-		return -1, true, err
+		return -1, true, 0, err
 	}
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
@@ -265,7 +266,7 @@ func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
 	err = cmd.Start()
 	started()
 	if err != nil {
-		return -1, true, fmt.Errorf("starting vzrun in a new network namespace: %w", err)
+		return -1, true, 0, fmt.Errorf("starting vzrun in a new network namespace: %w", err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -286,11 +287,11 @@ func runInNetNS(spec *specs.Spec) (status int, handled bool, err error) {
 	close(done)
 	if ee, ok := err.(*exec.ExitError); ok {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), true, nil
+			return 128 + int(ws.Signal()), true, cmd.Process.Pid, nil
 		}
-		return ee.ExitCode(), true, nil
+		return ee.ExitCode(), true, 0, nil
 	}
-	return 0, true, err
+	return 0, true, 0, err
 }
 
 // listenOnHost listens on a TCP address of the host's network namespace,

@@ -20,7 +20,7 @@ func startOnHost(cmd *exec.Cmd) error { return cmd.Start() }
 
 func listenOnHost(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
-func runInNetNS(spec *specs.Spec) (int, bool, error) { return 0, false, nil }
+func runInNetNS(spec *specs.Spec) (int, bool, int, error) { return 0, false, 0, nil }
 
 // The framework's NAT network is the Mac's to choose: DHCP.
 const natAddress, natGateway = "", ""

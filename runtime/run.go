@@ -51,7 +51,19 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err != nil {
 		return -1, err
 	}
-	if status, handled, err := runInNetNS(spec); handled {
+	if status, handled, child, err := runInNetNS(spec); handled {
+		// The run itself went on in a child in a new network namespace;
+		// killed, it left its state: remove it, as it would have.
+		if child > 0 && !o.Keep {
+			if dir, st, oerr := r.open(o.ID); oerr == nil {
+				dir.Unlock()
+				if st.Pid == child || st.Pid == 0 {
+					if derr := r.Delete(ctx, o.ID, true); derr != nil {
+						log.G(ctx).WithError(derr).WithField("id", o.ID).Warn("removing the state of a killed run")
+					}
+				}
+			}
+		}
 		return status, err
 	}
 	// Until signals go to the container, one that would end this process

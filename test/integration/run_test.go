@@ -454,6 +454,58 @@ func TestCreateInterruptedWhileCreating(t *testing.T) {
 	}
 }
 
+// A foreground run in a new network namespace goes on in a child in it;
+// a kill -9 of that child ends the run with 137 and leaves no state.
+func TestRunChildInNetNSKilled(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "echo ready; sleep 1000")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	b.save(t)
+	id := uniqueID(t)
+	cmd := v.cmd("run", "--bundle", b.Dir, id)
+	var stdout syncBuffer
+	cmd.Stdout = &stdout
+	startInBackground(t, cmd)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	child := 0
+	for _, p := range processesMentioning(id) {
+		var pid int
+		fmt.Sscan(p, &pid)
+		if pid != cmd.Process.Pid && strings.Contains(p, " run ") && procPPid(pid) == cmd.Process.Pid {
+			child = pid
+		}
+	}
+	if child == 0 {
+		t.Fatalf("no child of the run among %q", processesMentioning(id))
+	}
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 137 {
+		t.Errorf("run whose child was killed: %v, want exit 137", err)
+	}
+	if r := v.run("", "state", id); r.code == 0 {
+		t.Errorf("state left after the run's child was killed: %s", r.stdout)
+	}
+}
+
+// procPPid is a process's parent pid (0 if it is gone).
+func procPPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		var state string
+		var ppid int
+		fmt.Sscan(s[i+1:], &state, &ppid)
+		return ppid
+	}
+	return 0
+}
+
 // A foreground run whose VM is killed under it fails with an error that
 // says so (not only the agent connection's "ttrpc: closed").
 func TestRunVMKilled(t *testing.T) {
