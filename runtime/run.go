@@ -66,6 +66,11 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		}
 		return status, err
 	}
+	// A SIGPIPE (vzrun's own log written to a pipe whose reader is gone)
+	// must not kill the run half-way: caught, and dropped unread.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, unix.SIGPIPE)
+	defer signal.Stop(sigpipe)
 	// Until signals go to the container, one that would end this process
 	// ends the run instead, cleanly: the VM stops and the state goes.
 	bootCtx, interrupt := context.WithCancelCause(ctx)

@@ -506,6 +506,29 @@ func procPPid(pid int) int {
 	return 0
 }
 
+// A run whose own log goes to a pipe nobody reads any more (`vzrun
+// --debug run ... 2>&1 | head -1` once head is gone) is not killed by
+// SIGPIPE half-way: it runs the container and cleans up.
+func TestRunLogReaderGone(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	id := uniqueID(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	cmd := v.cmd("--debug", "run", "--bundle", b.Dir, id)
+	cmd.Stderr = w
+	if err := cmd.Run(); err != nil {
+		t.Errorf("run with its log's reader gone: %v", err)
+	}
+	if r := v.run("", "state", id); r.code == 0 {
+		t.Errorf("state left: %s", r.stdout)
+	}
+}
+
 // A foreground run whose VM is killed under it fails with an error that
 // says so (not only the agent connection's "ttrpc: closed").
 func TestRunVMKilled(t *testing.T) {
