@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -101,7 +102,8 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig unix.Signal, all bool
 	closed := false
 	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
 		_, err := c.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(sig), All: all})
-		closed = errors.Is(err, ttrpc.ErrClosed)
+		// (Through the monitor the error may be its message only.)
+		closed = err != nil && (errors.Is(err, ttrpc.ErrClosed) || strings.HasSuffix(err.Error(), ttrpc.ErrClosed.Error()))
 		return err
 	})
 	// A signal that ends the container can end its monitor before the
@@ -275,9 +277,10 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if err := dir.Remove(); err != nil {
 		return err
 	}
+	// As runc: a poststop hook's failure is logged; the container is gone.
 	if specErr == nil && spec.Hooks != nil {
 		if err := runHooks(ctx, "poststop", spec.Hooks.Poststop, specState(st, StatusStopped)); err != nil {
-			return err
+			log.G(ctx).WithError(err).WithField("id", id).Warn("poststop hook")
 		}
 	}
 	return nil

@@ -139,10 +139,14 @@ func (c *Container) prepare(ctx context.Context) error {
 		// Still creating, as runc says to these hooks.
 		state := specState(c.State, string(specs.StateCreating))
 		//lint:ignore SA1019 prestart is deprecated but still honoured
-		if err := runHooks(ctx, "prestart", h.Prestart, state); err != nil {
-			return err
+		err := runHooks(ctx, "prestart", h.Prestart, state)
+		if err == nil {
+			err = runHooks(ctx, "createRuntime", h.CreateRuntime, state)
 		}
-		if err := runHooks(ctx, "createRuntime", h.CreateRuntime, state); err != nil {
+		if err != nil {
+			// As runc: the container is destroyed, and its poststop
+			// hooks undo what the hooks before did.
+			c.poststop(ctx)
 			return err
 		}
 	}
@@ -150,6 +154,14 @@ func (c *Container) prepare(ctx context.Context) error {
 		return err
 	}
 	return c.publish(ctx)
+}
+
+// poststop runs the poststop hooks; as with runc, their failure is only
+// logged (the container is gone either way).
+func (c *Container) poststop(ctx context.Context) {
+	if err := c.RunHooks(ctx, "poststop"); err != nil {
+		log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop hook")
+	}
 }
 
 // RunHooks runs the host hooks of one kind (poststart, poststop) with the

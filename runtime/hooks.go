@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -45,6 +46,9 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.St
 		err := startOnHost(cmd)
 		if err == nil {
 			err = cmd.Wait()
+		}
+		if err != nil && h.Timeout != nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("error running %s hook #%d: %s: hook ran past specified timeout of %.1fs", kind, i, h.Path, float64(*h.Timeout))
 		}
 		if err != nil {
 			// Worded as runc words it: callers and tests match on it.

@@ -117,8 +117,40 @@ func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Emp
 }
 
 func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {
+	if req.Signal == uint32(unix.SIGKILL) && req.ExecId == "" {
+		// As runc: a KILL of a paused container kills it. The VM and the
+		// container's cgroup are thawed first, or the signal would wait
+		// in a frozen guest.
+		if err := p.thaw(ctx, req.ContainerId); err != nil {
+			return nil, err
+		}
+	}
 	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Signal(ctx, req); return err })
 	return resp, err
+}
+
+// thaw resumes a paused container (vCPUs and cgroup) for good.
+func (p *proxy) thaw(ctx context.Context, id string) error {
+	m := p.m
+	m.vcpus.Lock()
+	defer m.vcpus.Unlock()
+	if !m.paused {
+		return nil
+	}
+	if pauser, ok := m.c.sb.VM.(hypervisor.Pauser); ok {
+		if err := pauser.Resume(ctx); err != nil {
+			return errgrpc.ToGRPC(err)
+		}
+	}
+	m.paused = false
+	if _, err := p.AgentService.Resume(ctx, &api.ContainerRequest{ContainerId: id}); err != nil {
+		return err
+	}
+	status := m.unpaused
+	if status != StatusCreated {
+		status = StatusRunning
+	}
+	return errgrpc.ToGRPC(p.setStatus(status))
 }
 
 func (p *proxy) State(ctx context.Context, req *api.StateRequest) (resp *api.StateResponse, err error) {

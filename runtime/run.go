@@ -92,6 +92,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, err
 	}
 	st := newState(o.ID, bundle, spec)
+	prepared := false
 	defer func() {
 		if o.Keep && retErr == nil {
 			st.Status, st.ExitStatus = StatusStopped, status
@@ -103,9 +104,12 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		if err := dir.Remove(); err != nil && retErr == nil {
 			retErr = err
 		}
-		if spec.Hooks != nil && retErr == nil {
+		// After a failure too, once the hooks have set things up (a
+		// failure in them ran poststop already); as with runc, a poststop
+		// failure is only logged.
+		if spec.Hooks != nil && (retErr == nil || prepared) {
 			if err := runHooks(ctx, "poststop", spec.Hooks.Poststop, specState(st, StatusStopped)); err != nil {
-				retErr = err
+				log.G(ctx).WithError(err).WithField("id", o.ID).Warn("poststop hook")
 			}
 		}
 	}()
@@ -129,6 +133,7 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err := c.prepare(bootCtx); err != nil {
 		return -1, errors.Join(context.Cause(bootCtx), err)
 	}
+	prepared = true
 	if err := context.Cause(bootCtx); err != nil {
 		return -1, err
 	}

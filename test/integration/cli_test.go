@@ -410,6 +410,21 @@ func TestLargeSpec(t *testing.T) {
 	}
 }
 
+// TestKillPaused: as with runc, SIGKILL kills a paused container, and the
+// kill says so.
+func TestKillPaused(t *testing.T) {
+	v := newVZ(t)
+	for i := 0; i < 2; i++ {
+		b := newBundle(t, "sleep", "1000")
+		id := uniqueID(t)
+		v.detach("run", "--detach", "--bundle", b.Dir, id)
+		v.runOK("pause", id)
+		v.runOK("kill", id, "KILL")
+		waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+		v.runOK("delete", id)
+	}
+}
+
 // TestPauseCreated: as with runc, a created container can be paused; its
 // resume returns it to created, and a start while paused is refused.
 func TestPauseCreated(t *testing.T) {

@@ -187,9 +187,16 @@ func TestHookFailures(t *testing.T) {
 			case "poststart":
 				b.Spec.Hooks.Poststart = hooks
 			}
+			// As runc, the container is destroyed and its poststop hooks
+			// run (they undo what the hooks before did).
+			mark := filepath.Join(t.TempDir(), "poststop-ran")
+			b.Spec.Hooks.Poststop = []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch " + mark}}}
 			b.save(t)
 			start := time.Now()
 			r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+			if _, err := os.Stat(mark); err != nil && kind != "createContainer" {
+				t.Errorf("poststop hooks did not run after a failing %s hook", kind)
+			}
 			if took := time.Since(start); took > 2*time.Minute {
 				t.Errorf("run with a failing %s hook took %s: the process was not killed", kind, took)
 			}
@@ -200,6 +207,26 @@ func TestHookFailures(t *testing.T) {
 				t.Errorf("the process ran despite a failing %s hook", kind)
 			}
 		})
+	}
+}
+
+// As runc: a failing poststop hook is logged and the run still exits with
+// the container's status; a hook past its timeout says so.
+func TestHookPoststopFailureAndTimeout(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	b.Spec.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/false"}}}
+	b.save(t)
+	if r := v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code != 0 || !strings.Contains(r.stderr, "poststop") {
+		t.Errorf("run with a failing poststop hook: exit %d, stderr %q; want 0 and a warning", r.code, r.stderr)
+	}
+	one := 1
+	b = newBundle(t, "true")
+	//lint:ignore SA1019 prestart is deprecated but still honoured
+	b.Spec.Hooks = &specs.Hooks{Prestart: []specs.Hook{{Path: "/bin/sleep", Args: []string{"sleep", "30"}, Timeout: &one}}}
+	b.save(t)
+	if r := v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code == 0 || !strings.Contains(r.stderr, "hook ran past specified timeout of 1.0s") {
+		t.Errorf("run with a prestart hook past its timeout: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 
