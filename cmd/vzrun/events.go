@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"sync"
 	"time"
@@ -45,7 +46,19 @@ var eventsCommand = &cli.Command{
 				}
 			}()
 		}
+		interval := c.Duration("interval")
+		if interval <= 0 {
+			return errors.New("duration interval must be greater than 0")
+		}
 		for {
+			// As runc, the first statistics come after one interval.
+			if !c.Bool("stats") {
+				select {
+				case <-c.Context.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
 			s, err := r.Stats(c.Context, id)
 			if err != nil {
 				return err
@@ -55,11 +68,6 @@ var eventsCommand = &cli.Command{
 			}
 			if c.Bool("stats") {
 				return nil
-			}
-			select {
-			case <-c.Context.Done():
-				return nil
-			case <-time.After(c.Duration("interval")):
 			}
 		}
 	},

@@ -50,6 +50,11 @@ func execAction(c *cli.Context) error {
 	if err := noPreservedFds(c); err != nil {
 		return err
 	}
+	// runc's words: a console socket is for a detached exec's terminal
+	// (a foreground exec -t relays its terminal itself).
+	if c.String("console-socket") != "" && !c.Bool("detach") && c.Int("ready-fd") == 0 {
+		return fmt.Errorf("cannot use console socket if vzrun will not detach or allocate tty: %w", errdefs.ErrInvalidArgument)
+	}
 	id := c.Args().First()
 	r := newRuntime(c)
 	// runc's words; there is no --ignore-paused: a paused VM's vCPUs are stopped.

@@ -508,6 +508,9 @@ func TestPauseResumeUpdateEvents(t *testing.T) {
 	if r.stdout != "67108864\n50\n" {
 		t.Errorf("cgroup limits after update: %q", r.stdout)
 	}
+	if r := v.run("", "events", "--interval", "0s", id); r.code == 0 || !strings.Contains(r.stderr, "interval must be greater than 0") {
+		t.Errorf("events --interval 0s: exit %d, %q", r.code, r.stderr)
+	}
 	r = v.runOK("events", "--stats", id)
 	var ev runc.Event
 	if err := json.NewDecoder(bufio.NewReader(strings.NewReader(r.stdout))).Decode(&ev); err != nil {

@@ -84,7 +84,7 @@ func TestTerminalNewlines(t *testing.T) {
 	pf := filepath.Join(t.TempDir(), "process.json")
 	writeFile(t, pf, string(pj))
 	execDone := make(chan result, 1)
-	go func() { execDone <- v.run("", "exec", "--console-socket", sock.Path(), "--process", pf, id) }()
+	go func() { execDone <- v.run("", "exec", "--detach", "--console-socket", sock.Path(), "--process", pf, id) }()
 	master := sock.master(t, 60*time.Second)
 	var out syncBuffer
 	go func() { _, _ = io.Copy(&out, master) }()
@@ -100,6 +100,10 @@ func TestTerminalNewlines(t *testing.T) {
 	}
 	if r := <-execDone; r.code != 0 {
 		t.Errorf("exec --console-socket: exit %d: %s", r.code, r.stderr)
+	}
+	// As runc, a console socket is for a detached exec only.
+	if r := v.run("", "exec", "--tty", "--console-socket", sock.Path(), id, "true"); r.code == 0 || !strings.Contains(r.stderr, "cannot use console socket") {
+		t.Errorf("exec --console-socket without --detach: exit %d, %q", r.code, r.stderr)
 	}
 }
 
