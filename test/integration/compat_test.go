@@ -84,7 +84,9 @@ func TestTerminalNewlines(t *testing.T) {
 	pf := filepath.Join(t.TempDir(), "process.json")
 	writeFile(t, pf, string(pj))
 	execDone := make(chan result, 1)
-	go func() { execDone <- v.run("", "exec", "--detach", "--console-socket", sock.Path(), "--process", pf, id) }()
+	go func() {
+		execDone <- v.run("", "exec", "--detach", "--console-socket", sock.Path(), "--process", pf, id)
+	}()
 	master := sock.master(t, 60*time.Second)
 	var out syncBuffer
 	go func() { _, _ = io.Copy(&out, master) }()
