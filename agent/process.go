@@ -132,6 +132,11 @@ func (p *process) read(fd int) (data []byte, eof bool, err error) {
 		}
 		// A terminal's master reads EIO once the last slave is closed.
 		if err == io.EOF || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
+			if fd == 1 && p.console != nil && errors.Is(err, syscall.EIO) {
+				// Nothing holds the terminal any more: free the pty
+				// (each exec -t would leave one in /dev/pts).
+				_ = p.console.Close()
+			}
 			return nil, true, nil
 		}
 		if err != nil {

@@ -75,6 +75,12 @@ func TestTerminalNewlines(t *testing.T) {
 	if r := v.runOK("exec", "--tty", id, "sh", "-c", "echo c; echo d"); r.stdout != "c\nd\n" {
 		t.Errorf("exec --tty printed %q, want %q", r.stdout, "c\nd\n")
 	}
+	// An ended exec's terminal is freed, as with runc: none is left in
+	// the guest's /dev/pts.
+	v.runOK("exec", "--tty", id, "true")
+	if r := v.runOK("exec", id, "ls", "/dev/pts"); r.stdout != "ptmx\n" {
+		t.Errorf("/dev/pts after two exec --tty: %q, want only ptmx", r.stdout)
+	}
 	// Over a console socket, with the process's consoleSize: the pty
 	// starts with that size (runc sizes its pty so), and keeps ONLCR.
 	sock := newConsoleSocket(t)
