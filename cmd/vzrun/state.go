@@ -20,6 +20,8 @@ var stateCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
+		// runc's state leaves the owner empty (its list fills it in).
+		st.Owner = ""
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
