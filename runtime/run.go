@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/console"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -212,7 +213,14 @@ func startRelay(ctx context.Context, agent api.AgentService, id, execID string, 
 		for {
 			resp, err := agent.ReadStdio(ctx, &api.ReadStdioRequest{ContainerId: id, ExecId: execID, Fd: fd})
 			if err != nil {
-				log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("fd", fd).Warn("reading container output")
+				// The VM going away ends the output; what ended it is
+				// reported where it happened.
+				l := log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("fd", fd)
+				if errors.Is(err, ttrpc.ErrClosed) {
+					l.Debug("reading container output")
+				} else {
+					l.Warn("reading container output")
+				}
 				return
 			}
 			if len(resp.Data) > 0 && w != nil {
