@@ -123,11 +123,7 @@ func TestRunDuplicateID(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done")
 	id := uniqueID(t)
-	first := v.cmd("run", "--bundle", b.Dir, id)
-	var out syncBuffer
-	first.Stdout = &out
-	startInBackground(t, first)
-	waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	first, _ := startReadyRun(t, v, b, id)
 	r := v.run("", "run", "--bundle", b.Dir, id)
 	if r.code == 0 || !strings.Contains(r.stderr, "container "+id+" already exists") {
 		t.Errorf("second run with the same id: exit %d, stderr %q", r.code, r.stderr)
@@ -151,11 +147,7 @@ func TestKill9OfOwner(t *testing.T) {
 			v := newVZ(t)
 			b := newBundle(t, "sh", "-c", "echo ready; while :; do sleep 0.1; done")
 			id := uniqueID(t)
-			cmd := v.cmd("run", "--bundle", b.Dir, id)
-			var out syncBuffer
-			cmd.Stdout = &out
-			startInBackground(t, cmd)
-			waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+			cmd, _ := startReadyRun(t, v, b, id)
 			st := v.state(id)
 			if st["status"] != "running" {
 				t.Fatalf("state before the kill: %v", st)

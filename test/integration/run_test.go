@@ -454,6 +454,18 @@ func TestCreateInterruptedWhileCreating(t *testing.T) {
 	}
 }
 
+// startReadyRun starts a foreground run of b in the background and waits
+// until its process has printed "ready"; it returns the run and its stderr.
+func startReadyRun(t *testing.T, v *vz, b *bundle, id string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := v.cmd("run", "--bundle", b.Dir, id)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	startInBackground(t, cmd)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	return cmd, &stderr
+}
+
 // A foreground run in a new network namespace goes on in a child in it;
 // a kill -9 of that child ends the run with 137 and leaves no state.
 func TestRunChildInNetNSKilled(t *testing.T) {
@@ -462,11 +474,7 @@ func TestRunChildInNetNSKilled(t *testing.T) {
 	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	b.save(t)
 	id := uniqueID(t)
-	cmd := v.cmd("run", "--bundle", b.Dir, id)
-	var stdout syncBuffer
-	cmd.Stdout = &stdout
-	startInBackground(t, cmd)
-	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	cmd, _ := startReadyRun(t, v, b, id)
 	child := 0
 	for _, p := range processesMentioning(id) {
 		var pid int
@@ -535,11 +543,7 @@ func TestRunVMKilled(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "echo ready; sleep 1000")
 	id := uniqueID(t)
-	cmd := v.cmd("run", "--bundle", b.Dir, id)
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	startInBackground(t, cmd)
-	waitFor(t, 60*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	cmd, stderr := startReadyRun(t, v, b, id)
 	for _, p := range processesMentioning("/" + id + "/") {
 		if strings.Contains(p, "qemu-system") {
 			var pid int
