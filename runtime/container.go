@@ -62,7 +62,10 @@ func (r *Runtime) NewContainer(ctx context.Context, id, bundle string) (_ *Conta
 	c := &Container{ID: id, Bundle: bundle, Spec: spec, Dir: dir, State: newState(id, bundle, spec)}
 	defer func() {
 		if retErr != nil {
+			// As runc: a container that fails to be created is destroyed,
+			// and its poststop hooks undo what hooks before did.
 			c.Destroy(context.WithoutCancel(ctx))
+			c.poststop(context.WithoutCancel(ctx))
 		}
 	}()
 	if err := dir.Save(c.State); err != nil {
@@ -144,9 +147,6 @@ func (c *Container) prepare(ctx context.Context) error {
 			err = runHooks(ctx, "createRuntime", h.CreateRuntime, state)
 		}
 		if err != nil {
-			// As runc: the container is destroyed, and its poststop
-			// hooks undo what the hooks before did.
-			c.poststop(ctx)
 			return err
 		}
 	}

@@ -190,6 +190,11 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 		fmt.Fprint(o.Ready, err.Error())
 		o.Ready.Close()
 		m.teardown(ctx)
+		if m.c != nil {
+			// As runc: a container that fails to be created is
+			// destroyed, and its poststop hooks run.
+			m.c.poststop(ctx)
+		}
 		return 1
 	}
 	if _, err := fmt.Fprint(o.Ready, "ok"); err != nil {
@@ -198,6 +203,7 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 		log.G(ctx).WithError(err).WithField("id", o.ID).Warn("the create command is gone: abandoning the container")
 		o.Ready.Close()
 		m.teardown(ctx)
+		m.c.poststop(ctx)
 		_ = m.dir.Remove()
 		return 1
 	}

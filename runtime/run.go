@@ -93,7 +93,6 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		return -1, err
 	}
 	st := newState(o.ID, bundle, spec)
-	prepared := false
 	defer func() {
 		if o.Keep && retErr == nil {
 			st.Status, st.ExitStatus = StatusStopped, status
@@ -105,10 +104,9 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 		if err := dir.Remove(); err != nil && retErr == nil {
 			retErr = err
 		}
-		// After a failure too, once the hooks have set things up (a
-		// failure in them ran poststop already); as with runc, a poststop
-		// failure is only logged.
-		if spec.Hooks != nil && (retErr == nil || prepared) {
+		// After a failure too (as runc destroys a container that failed
+		// to be created); a poststop failure is only logged.
+		if spec.Hooks != nil {
 			if err := runHooks(ctx, "poststop", spec.Hooks.Poststop, specState(st, StatusStopped)); err != nil {
 				log.G(ctx).WithError(err).WithField("id", o.ID).Warn("poststop hook")
 			}
@@ -134,7 +132,6 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	if err := c.prepare(bootCtx); err != nil {
 		return -1, errors.Join(context.Cause(bootCtx), err)
 	}
-	prepared = true
 	if err := context.Cause(bootCtx); err != nil {
 		return -1, err
 	}
