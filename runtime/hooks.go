@@ -61,6 +61,11 @@ func runHooks(ctx context.Context, kind string, hooks []specs.Hook, st *specs.St
 
 // specState is the runtime-spec state handed to hooks.
 func specState(st *State, status string) *specs.State {
-	return &specs.State{Version: specs.Version, ID: st.ID, Status: specs.ContainerState(status),
+	s := &specs.State{Version: specs.Version, ID: st.ID, Status: specs.ContainerState(status),
 		Pid: st.Pid, Bundle: st.Bundle, Annotations: st.Annotations}
+	// As runc: a stopped container has no pid (poststop hooks get none).
+	if status == StatusStopped {
+		s.Pid = 0
+	}
+	return s
 }

@@ -564,6 +564,10 @@ func TestHostHooks(t *testing.T) {
 		if err := json.Unmarshal(data, &st); err != nil || st.ID != id || st.Bundle != b.Dir || st.Status != status || (status != specs.StateStopped && st.Pid <= 0) {
 			t.Errorf("%s hook got state %q: %v; want status %s and a pid", name, data, err, status)
 		}
+		// As runc, a stopped container's state has no pid.
+		if status == specs.StateStopped && st.Pid != 0 {
+			t.Errorf("%s hook got pid %d, want none", name, st.Pid)
+		}
 	}
 }
 
