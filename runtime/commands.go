@@ -21,7 +21,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
-	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -102,8 +101,7 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig unix.Signal, all bool
 	closed := false
 	err := r.withMonitor(ctx, id, []string{StatusCreated, StatusRunning, StatusPaused}, func(c api.AgentService) error {
 		_, err := c.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(sig), All: all})
-		// (Through the monitor the error may be its message only.)
-		closed = err != nil && (errors.Is(err, ttrpc.ErrClosed) || strings.HasSuffix(err.Error(), ttrpc.ErrClosed.Error()))
+		closed = agentClosed(err)
 		return err
 	})
 	// A signal that ends the container can end its monitor before the

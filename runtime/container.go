@@ -219,8 +219,7 @@ func (c *Container) Destroy(ctx context.Context) {
 // (the connection closed): it names the VM's exit, not just "ttrpc:
 // closed". Other errors are returned as they are.
 func (c *Container) vmExited(err error) error {
-	// (errgrpc.ToNative keeps the message, not the error.)
-	if c.sb == nil || err == nil || (!errors.Is(err, ttrpc.ErrClosed) && !strings.HasSuffix(err.Error(), ttrpc.ErrClosed.Error())) {
+	if c.sb == nil || !agentClosed(err) {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -234,6 +233,12 @@ func (c *Container) vmExited(err error) error {
 	default:
 		return fmt.Errorf("the VM powered off: %w", err)
 	}
+}
+
+// agentClosed says err is the agent's (or a monitor's) connection closing,
+// also once errgrpc.ToNative or a monitor has kept only its message.
+func agentClosed(err error) bool {
+	return err != nil && (errors.Is(err, ttrpc.ErrClosed) || strings.HasSuffix(err.Error(), ttrpc.ErrClosed.Error()))
 }
 
 // Kill stops the VM at once, without asking the guest; Stop or Destroy

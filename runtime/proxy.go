@@ -96,24 +96,7 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 }
 
 func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
-	m := p.m
-	m.vcpus.Lock()
-	defer m.vcpus.Unlock()
-	if pauser, ok := m.c.sb.VM.(hypervisor.Pauser); ok && m.paused {
-		if err := pauser.Resume(ctx); err != nil {
-			return nil, errgrpc.ToGRPC(err)
-		}
-	}
-	m.paused = false
-	resp, err := p.AgentService.Resume(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	status := m.unpaused
-	if status != StatusCreated {
-		status = StatusRunning
-	}
-	return resp, errgrpc.ToGRPC(p.setStatus(status))
+	return &api.Empty{}, p.thaw(ctx, req.ContainerId)
 }
 
 func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {
@@ -129,7 +112,8 @@ func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.E
 	return resp, err
 }
 
-// thaw resumes a paused container (vCPUs and cgroup) for good.
+// thaw resumes a paused container (vCPUs and cgroup) and returns it to
+// the status it was paused from.
 func (p *proxy) thaw(ctx context.Context, id string) error {
 	m := p.m
 	m.vcpus.Lock()
