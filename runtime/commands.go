@@ -69,12 +69,29 @@ func (r *Runtime) withMonitor(ctx context.Context, id string, want []string, fn 
 	return errgrpc.ToNative(fn(client))
 }
 
-// Start starts a created container.
+// Start starts a created container. A start that fails after the
+// process ran (a failing poststart hook, which kills it) destroys the
+// container, as runc does: runc runs poststart hooks in create, and a
+// create that fails leaves nothing behind.
 func (r *Runtime) Start(ctx context.Context, id string) error {
-	return r.withMonitor(ctx, id, []string{StatusCreated}, func(c api.AgentService) error {
+	sent := false
+	err := r.withMonitor(ctx, id, []string{StatusCreated}, func(c api.AgentService) error {
+		sent = true
 		_, err := c.Start(ctx, &api.StartRequest{ContainerId: id})
 		return err
 	})
+	if err == nil || !sent {
+		return err
+	}
+	if dir, st, oerr := r.open(id); oerr == nil {
+		dir.Unlock()
+		if st.Status == StatusRunning || st.Status == StatusStopped {
+			if derr := r.Delete(ctx, id, true); derr != nil {
+				log.G(ctx).WithError(derr).WithField("id", id).Warn("removing the container after its start failed")
+			}
+		}
+	}
+	return err
 }
 
 // ParseSignal accepts runc's forms: KILL, SIGKILL, kill, 9.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -218,6 +219,7 @@ type monitor struct {
 	c           *Container
 	hooks       hooksOf
 	server      *ttrpc.Server
+	inflight    atomic.Int32
 	relay       *relay
 	stopSignals func()
 
@@ -289,7 +291,7 @@ func (m *monitor) create(ctx context.Context) error {
 // serve answers the other vzrun commands (kill, exec, pause, ...) on the
 // state dir's monitor.sock, through the proxy.
 func (m *monitor) serve(ctx context.Context) error {
-	server, err := ttrpc.NewServer()
+	server, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(m.track))
 	if err != nil {
 		return err
 	}
@@ -306,11 +308,28 @@ func (m *monitor) serve(ctx context.Context) error {
 	return nil
 }
 
-// stopServing lets calls in flight (a kill that ended the container)
-// answer, then removes the socket.
+// track counts the calls in flight for stopServing.
+func (m *monitor) track(ctx context.Context, u ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, h ttrpc.Method) (any, error) {
+	m.inflight.Add(1)
+	defer m.inflight.Add(-1)
+	return h(ctx, u)
+}
+
+// stopServing lets calls in flight (a kill that ended the container, a
+// start whose poststart hook failed) answer, then removes the socket.
+// It waits for them itself: ttrpc's Shutdown takes a connection for idle
+// until its loop has seen the call's answer, and would close it under a
+// call still running (the caller gets "ttrpc: closed").
 func (m *monitor) stopServing(ctx context.Context) {
 	if m.server == nil {
 		return
+	}
+	if m.inflight.Load() > 0 {
+		for deadline := time.Now().Add(2 * time.Second); m.inflight.Load() > 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The answer leaves after the handler returns.
+		time.Sleep(20 * time.Millisecond)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	if err := m.server.Shutdown(sctx); err != nil {

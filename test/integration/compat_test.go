@@ -220,6 +220,29 @@ func TestHookFailures(t *testing.T) {
 			}
 		})
 	}
+	// create + start: the start fails and the container is gone, its
+	// poststop hooks run (runc runs poststart hooks in create, and a
+	// failed create leaves nothing behind).
+	t.Run("poststart after create", func(t *testing.T) {
+		b := newBundle(t, "sleep", "1000")
+		mark := filepath.Join(t.TempDir(), "poststop-ran")
+		b.Spec.Hooks = &specs.Hooks{
+			Poststart: []specs.Hook{{Path: "/bin/false"}},
+			Poststop:  []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch " + mark}}},
+		}
+		b.save(t)
+		id := uniqueID(t)
+		v.detach("create", "--bundle", b.Dir, id)
+		if r := v.run("", "start", id); r.code == 0 || !strings.Contains(r.stderr, "error running poststart hook #0:") {
+			t.Errorf("start with a failing poststart hook: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if r := v.run("", "state", id); r.code == 0 {
+			t.Errorf("state after the failed start: %s; want the container gone", r.stdout)
+		}
+		if _, err := os.Stat(mark); err != nil {
+			t.Errorf("poststop hooks did not run after the failed start")
+		}
+	})
 }
 
 // As runc: a failing poststop hook is logged and the run still exits with
