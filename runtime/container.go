@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -277,11 +278,20 @@ func (c *Container) Stop(ctx context.Context) error {
 // host, up again to at most what the VM booted with (-M microvm has no
 // memory hotplug, so a VM never grows past its boot size).
 func (c *Container) Update(ctx context.Context, resources []byte) error {
+	var r specs.LinuxResources
+	uerr := json.Unmarshal(resources, &r)
+	// A VM's vCPUs are fixed when it is made: a cpuset naming more
+	// cannot be set in the guest.
+	if uerr == nil && r.CPU != nil && r.CPU.Cpus != "" && c.plan != nil {
+		if n, err := highestCPU(r.CPU.Cpus); err == nil && n >= c.plan.cfg.CPUs {
+			return fmt.Errorf("cpuset %q names CPU %d, but the VM of %s has %d vCPU(s), numbered from 0 (they are fixed at create: size the VM with the %s annotation or a cpuset in config.json): %w",
+				r.CPU.Cpus, n, c.ID, c.plan.cfg.CPUs, AnnotationCPUs, errdefs.ErrInvalidArgument)
+		}
+	}
 	if _, err := c.Agent.Update(ctx, &api.UpdateRequest{ContainerId: c.ID, Resources: resources}); err != nil {
 		return errgrpc.ToNative(err)
 	}
-	var r specs.LinuxResources
-	if err := json.Unmarshal(resources, &r); err != nil || r.Memory == nil || r.Memory.Limit == nil || c.sb == nil {
+	if uerr != nil || r.Memory == nil || r.Memory.Limit == nil || c.sb == nil {
 		return nil
 	}
 	b, ok := c.sb.VM.(hypervisor.Ballooner)

@@ -589,6 +589,12 @@ func TestCLIRest(t *testing.T) {
 	if r := v.runOK("exec", id, "cat", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/memory.max"); r.stdout != "42\n134217728\n" {
 		t.Errorf("after update --resources -: %q", r.stdout)
 	}
+	// The VM has one vCPU: a cpuset of CPU 0 is set in the guest, one
+	// naming CPUs the VM lacks is refused with the reason.
+	v.runOK("update", "--cpuset-cpus", "0", id)
+	if r := v.run("", "update", "--cpuset-cpus", "0-3", id); r.code == 0 || !strings.Contains(r.stderr, `cpuset "0-3" names CPU 3, but the VM of `+id+` has 1 vCPU(s)`) {
+		t.Errorf("update --cpuset-cpus 0-3 of a 1-vCPU VM: exit %d, stderr %q", r.code, r.stderr)
+	}
 	pidFile := filepath.Join(t.TempDir(), "exec.pid")
 	// (The detached process keeps the caller's stdio, as runc's does.)
 	v.detach("exec", "--detach", "--pid-file", pidFile, id, "sleep", "1000")
