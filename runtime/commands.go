@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -436,7 +437,9 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 		o.Ready.Close()
 		o.Ready = nil
 	}
-	w, err := client.Wait(ctx, &api.WaitRequest{ContainerId: o.ID, ExecId: execID})
+	md := ttrpc.MD{}
+	md.Set(execOwnerKey, "1")
+	w, err := client.Wait(ttrpc.WithMetadata(ctx, md), &api.WaitRequest{ContainerId: o.ID, ExecId: execID})
 	if err != nil {
 		return -1, fmt.Errorf("waiting for the process: %w", errgrpc.ToNative(err))
 	}

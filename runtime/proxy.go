@@ -2,9 +2,11 @@ package runtime
 
 import (
 	"context"
+	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
 	api "github.com/vzrun/vzrun/api/agent/v1"
@@ -149,6 +151,29 @@ func (p *proxy) Stats(ctx context.Context, req *api.ContainerRequest) (resp *api
 
 func (p *proxy) Pids(ctx context.Context, req *api.PidsRequest) (resp *api.PidsResponse, err error) {
 	err = p.withVCPUs(ctx, func() (err error) { resp, err = p.AgentService.Pids(ctx, req); return err })
+	return resp, err
+}
+
+// execOwnerKey marks the Wait of the host process that is an exec's pid
+// (a detached exec's relay, a foreground vzrun exec). When that process
+// goes, even by kill -9, its connection closes and the exec is killed:
+// with runc the exec's pid is the process itself.
+const execOwnerKey = "io.vzrun.exec-owner"
+
+func (p *proxy) Wait(ctx context.Context, req *api.WaitRequest) (*api.WaitResponse, error) {
+	resp, err := p.AgentService.Wait(ctx, req)
+	if err == nil || req.ExecId == "" || ctx.Err() == nil {
+		return resp, err
+	}
+	if _, owned := ttrpc.GetMetadataValue(ctx, execOwnerKey); owned {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		kerr := p.withVCPUs(kctx, func() error {
+			_, err := p.AgentService.Signal(kctx, &api.SignalRequest{ContainerId: req.ContainerId, ExecId: req.ExecId, Signal: uint32(unix.SIGKILL)})
+			return err
+		})
+		log.G(ctx).WithError(kerr).WithFields(log.Fields{"id": req.ContainerId, "exec": req.ExecId}).Debug("the exec's host process is gone: killed the exec")
+	}
 	return resp, err
 }
 

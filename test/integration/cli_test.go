@@ -620,6 +620,12 @@ func TestCLIRest(t *testing.T) {
 	if n := longSleeps(); n != "2" || v.state(id)["status"] != "running" {
 		t.Errorf("after kill --all USR1: %s sleep 1000s, state %v; want 2, running", n, v.state(id)["status"])
 	}
+	// The exec's pid stands for its process: a SIGKILL of it (which the
+	// relay cannot forward) ends the process, as it would under runc.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return longSleeps() == "1" })
 	// KILL of init ends the container's PID namespace: every process.
 	v.runOK("kill", "--all", id, "KILL")
 	waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
