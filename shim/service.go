@@ -77,13 +77,14 @@ type service struct {
 	publisher shim.Publisher
 	sd        shutdown.Service
 
-	mu      sync.Mutex
-	c       *vzruntime.Container
-	bundle  string
-	init    *process
-	execs   map[string]*process
-	paused  bool
-	metrics *http.Server
+	mu       sync.Mutex
+	creating bool
+	c        *vzruntime.Container
+	bundle   string
+	init     *process
+	execs    map[string]*process
+	paused   bool
+	metrics  *http.Server
 
 	// vmMu keeps the VM from being stopped while its host processes are
 	// read; destroyed says it has been (the container's process ended,
@@ -124,11 +125,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("checkpoints: %w", errdefs.ErrNotImplemented)
 	}
+	// The VM's boot and the guest's create take seconds under emulation;
+	// the other calls answer meanwhile (NotFound until the task exists),
+	// as they do while runc's quick create runs: containerd gives State
+	// 2 s, and nerdctl's logger gives up on a State that times out.
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.c != nil {
-		return nil, fmt.Errorf("this shim already runs container %s: %w", s.c.ID, errdefs.ErrAlreadyExists)
+	if s.c != nil || s.creating {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("this shim already runs a container: %w", errdefs.ErrAlreadyExists)
 	}
+	s.creating = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.creating = false
+		s.mu.Unlock()
+	}()
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
@@ -160,18 +172,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		c.Destroy(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	s.c, s.bundle, s.sentinel = c, r.Bundle, sent
-	go s.watchSentinel(r.ID, sent)
 	p := &process{pid: uint32(sent.pid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
-	if err := s.startIO(ctx, p); err != nil {
-		s.stopSentinel()
+	if err := s.startIO(ctx, c, p); err != nil {
+		sent.stop()
 		c.Destroy(context.WithoutCancel(ctx))
-		s.c = nil
 		return nil, err
 	}
-	s.init = p
-	s.metrics = serveMetrics(ctx, c.Dir.File(MetricsSocket), ns, r.ID, s.footprint)
+	metrics := serveMetrics(ctx, c.Dir.File(MetricsSocket), ns, r.ID, s.footprint)
+	s.mu.Lock()
+	s.c, s.bundle, s.sentinel, s.init, s.metrics = c, r.Bundle, sent, p, metrics
+	s.mu.Unlock()
+	go s.watchSentinel(r.ID, sent)
 	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -197,7 +209,7 @@ func (s *service) watchOOM(id string, agent api.AgentService) {
 
 // startIO opens the process's stdio as containerd gave it (fifos, or
 // file:// URIs) and relays it through the agent.
-func (s *service) startIO(ctx context.Context, p *process) error {
+func (s *service) startIO(ctx context.Context, c *vzruntime.Container, p *process) error {
 	var stdin io.ReadCloser
 	var stdout, stderr io.WriteCloser
 	var err error
@@ -209,7 +221,7 @@ func (s *service) startIO(ctx context.Context, p *process) error {
 		p.stdin = stdin
 	}
 	if u, err := url.Parse(p.stdio.stdout); err == nil && (u.Scheme == "binary" || u.Scheme == "binary-v2") {
-		if stdout, stderr, err = startLogger(ctx, u, s.c.ID); err != nil {
+		if stdout, stderr, err = startLogger(ctx, u, c.ID); err != nil {
 			return err
 		}
 		p.closers = append(p.closers, stdout, stderr)
@@ -238,7 +250,7 @@ func (s *service) startIO(ctx context.Context, p *process) error {
 	if stderr != nil {
 		errw = stderr
 	}
-	relay := s.c.Relay(context.WithoutCancel(ctx), p.execID, in, out, errw, p.terminal)
+	relay := c.Relay(context.WithoutCancel(ctx), p.execID, in, out, errw, p.terminal)
 	p.relay = relay
 	go func() {
 		relay.Wait()
@@ -302,7 +314,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	// An exec's pipes exist in the guest once it started; what it writes
 	// before the relay runs waits in them.
 	if r.ExecID != "" {
-		if err := s.startIO(ctx, p); err != nil {
+		if err := s.startIO(ctx, s.c, p); err != nil {
 			_, _ = s.c.Agent.Signal(ctx, &api.SignalRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: 9})
 			return nil, err
 		}
@@ -792,7 +804,7 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
-	busy := s.c != nil && s.init != nil && s.init.status != task.Status_STOPPED
+	busy := s.creating || s.c != nil && s.init != nil && s.init.status != task.Status_STOPPED
 	s.mu.Unlock()
 	if busy {
 		return &ptypes.Empty{}, nil

@@ -99,6 +99,26 @@ func TestNerdctlRunRm(t *testing.T) {
 	}
 }
 
+// A foreground run's output is whole whatever the create takes: the shim
+// answers containerd's State (2 s limit) while the VM boots, so nerdctl's
+// log driver, which polls the task meanwhile, does not give up, leaving
+// nerdctl stuck once its pipe to it fills (~96 KiB). A cold boot makes
+// the create take longer than 2 s here.
+func TestNerdctlRunLargeOutput(t *testing.T) {
+	n, img := startNerdctl(t)
+	for _, ann := range []string{"io.vzrun.template=false", "io.vzrun.cpus=1"} {
+		ctx, cancel := context.WithTimeout(n.c.ctx, 2*time.Minute)
+		cmd := exec.CommandContext(ctx, n.bin, append(append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir,
+			"run", "--rm", "--annotation", ann}, vzRuntime...), img, "seq", "1", "50000")...)
+		cmd.Env = n.cmd().Env
+		out, err := cmd.Output()
+		cancel()
+		if lines := strings.Count(string(out), "\n"); err != nil || lines != 50000 {
+			t.Errorf("nerdctl run --rm --annotation %s seq 1 50000: %v, %d lines of 50000", ann, err, lines)
+		}
+	}
+}
+
 func TestNerdctlDetachedLifecycle(t *testing.T) {
 	n, img := startNerdctl(t)
 	n.ok(append(append([]string{"run", "-d", "--name", "web"}, vzRuntime...), img, "sh", "-c",
