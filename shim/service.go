@@ -465,6 +465,18 @@ func (s *service) signal(ctx context.Context, id, execID string, sig uint32, all
 	sctx, cancel := context.WithTimeout(ctx, signalTimeout)
 	defer cancel()
 	_, err := s.c.Agent.Signal(sctx, &api.SignalRequest{ContainerId: id, ExecId: execID, Signal: sig, All: all})
+	if errors.Is(err, ttrpc.ErrClosed) {
+		// A signal that ends the container can have its VM stopped (at
+		// the container's end) before the answer is back: the end is
+		// the answer.
+		if p, perr := s.process(id, ""); perr == nil {
+			select {
+			case <-p.done:
+				return nil
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
 	if err == nil || ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded) {
 		return errgrpc.ToNative(err)
 	}
