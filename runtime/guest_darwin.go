@@ -32,3 +32,8 @@ func guestFile(name string) string {
 	}
 	return "initrd.img"
 }
+
+// bindFilesAlone: Virtualization.framework shares directories from the
+// process that runs the VM, where no private mount namespace can hide
+// the rest of a bound file's directory.
+const bindFilesAlone = false

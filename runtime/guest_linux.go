@@ -22,3 +22,7 @@ func guestFile(name string) string {
 	}
 	return "initrd.img"
 }
+
+// bindFilesAlone: the QEMU backend serves a file bind on its own
+// (hypervisor.Share.Binds).
+const bindFilesAlone = true

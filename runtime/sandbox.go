@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,9 +134,14 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		return nil, fmt.Errorf("annotation %s=%q: want virtiofs or ext4: %w", AnnotationRootfs, mode, errdefs.ErrInvalidArgument)
 	}
 
-	// Bind-mount sources reach the guest through virtio-fs, one share per
-	// host directory; a file is reached through its directory.
+	// Bind-mount sources reach the guest through shares, one per host
+	// directory. Files (binds of /etc/localtime, of a socket) share one
+	// directory of the state dir, where each is bind-mounted over an entry
+	// of its own by the file server (see hypervisor.Share.Binds): the
+	// guest reaches the file, not the host directory it is in. Where the
+	// backend cannot (vz), a file is reached through its directory.
 	dirs := map[string]string{}
+	files := -1
 	for _, m := range spec.Mounts {
 		if !isBind(m) {
 			continue
@@ -147,6 +153,23 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		fi, err := os.Stat(src)
 		if err != nil {
 			return nil, fmt.Errorf("bind mount %s: source: %w", m.Destination, err)
+		}
+		if !fi.IsDir() && bindFilesAlone {
+			if files < 0 {
+				files = len(p.cfg.Shares)
+				if err := os.MkdirAll(dir.File("files"), 0o700); err != nil {
+					return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+				}
+				p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: "files", Path: dir.File("files")})
+			}
+			share := &p.cfg.Shares[files]
+			name := strconv.Itoa(len(share.Binds))
+			if err := os.WriteFile(filepath.Join(share.Path, name), nil, 0o600); err != nil {
+				return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+			}
+			share.Binds = append(share.Binds, hypervisor.Bind{Name: name, Source: src, ReadOnly: slices.Contains(m.Options, "ro")})
+			p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: share.Tag, Path: name, IsFile: true})
+			continue
 		}
 		shareDir, sub := src, ""
 		if !fi.IsDir() {

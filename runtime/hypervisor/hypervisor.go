@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -68,6 +70,20 @@ type Share struct {
 	Tag      string
 	Path     string
 	ReadOnly bool
+	// Binds are files the guest reaches through this share on their own:
+	// each is bind-mounted over the entry Name of Path, in a mount
+	// namespace of the share's file server only, so the guest sees those
+	// files and nothing else of their directories. A backend that cannot
+	// (vz: the framework serves shares in-process) refuses them.
+	Binds []Bind
+}
+
+// Bind is a host file (any type but a directory) shown as entry Name of
+// a share.
+type Bind struct {
+	Name     string
+	Source   string
+	ReadOnly bool
 }
 
 // Disk is a raw disk image; the guest finds it by Serial.
@@ -117,6 +133,19 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("vm config: share %s: %w", s.Tag, err)
 		} else if !fi.IsDir() {
 			return fmt.Errorf("vm config: share %s: %s is not a directory: %w", s.Tag, s.Path, errdefs.ErrInvalidArgument)
+		}
+		for _, b := range s.Binds {
+			if b.Name == "" || b.Name == "." || b.Name == ".." || strings.Contains(b.Name, "/") {
+				return fmt.Errorf("vm config: share %s: bind entry %q is not a plain name: %w", s.Tag, b.Name, errdefs.ErrInvalidArgument)
+			}
+			if fi, err := os.Stat(b.Source); err != nil {
+				return fmt.Errorf("vm config: share %s: bind %s: %w", s.Tag, b.Name, err)
+			} else if fi.IsDir() || !filepath.IsAbs(b.Source) {
+				return fmt.Errorf("vm config: share %s: bind %s: %s is a directory or not absolute: %w", s.Tag, b.Name, b.Source, errdefs.ErrInvalidArgument)
+			}
+			if fi, err := os.Lstat(filepath.Join(s.Path, b.Name)); err != nil || fi.IsDir() {
+				return fmt.Errorf("vm config: share %s: bind %s: no file %s to mount it over: %w", s.Tag, b.Name, filepath.Join(s.Path, b.Name), errdefs.ErrInvalidArgument)
+			}
 		}
 	}
 	for _, d := range c.Disks {

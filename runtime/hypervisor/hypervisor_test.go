@@ -32,6 +32,12 @@ func TestConfigValidate(t *testing.T) {
 		{"bad accel", func(c *Config) { c.Accel = "xen" }, false},
 		{"disk", func(c *Config) { c.Disks = []Disk{{Path: kernel, Serial: "rootfs"}} }, true},
 		{"missing disk", func(c *Config) { c.Disks = []Disk{{Path: "/nonexistent", Serial: "rootfs"}} }, false},
+		{"file bind", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "vmlinux", Source: "/etc/hostname"}} }, true},
+		{"bind name with a slash", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "../vmlinux", Source: "/etc/hostname"}} }, false},
+		{"bind of a directory", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "vmlinux", Source: "/etc"}} }, false},
+		{"bind of a relative path", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "vmlinux", Source: "vmlinux"}} }, false},
+		{"bind without its entry", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "nothing", Source: "/etc/hostname"}} }, false},
+		{"missing bind source", func(c *Config) { c.Shares[0].Binds = []Bind{{Name: "vmlinux", Source: "/nonexistent"}} }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -226,12 +227,23 @@ func TestRunBindMounts(t *testing.T) {
 			fileDir := t.TempDir()
 			writeFile(t, filepath.Join(fileDir, "single"), "one-file\n")
 			writeFile(t, filepath.Join(fileDir, "other"), "not-mounted\n")
-			script := "echo written > /rw/out && cat /ro/in /single && if echo x > /ro/x 2>/dev/null; then echo ro-writable; fi; ls /ro"
+			writeFile(t, filepath.Join(fileDir, "single-rw"), "")
+			// The guest reaches a bound file, not its directory: a
+			// process that got out to the guest (here a container in the
+			// guest's PID namespace with CAP_SYS_PTRACE, which reaches
+			// the agent's mounts) finds only the bound files in the share.
+			peek := `set -- $(grep " /single " /proc/mounts); echo $(ls /proc/1/root/run/vzrun/shares/$1)`
+			script := "echo written > /rw/out && echo appended >> /single-rw && cat /ro/in /single && if echo x > /ro/x 2>/dev/null; then echo ro-writable; fi; ls /ro; " + peek
 			b := newBundle(t, "sh", "-c", script)
+			b.Spec.Process.Capabilities.Bounding = append(b.Spec.Process.Capabilities.Bounding, "CAP_SYS_PTRACE")
+			b.Spec.Process.Capabilities.Effective = append(b.Spec.Process.Capabilities.Effective, "CAP_SYS_PTRACE")
+			b.Spec.Process.Capabilities.Permitted = append(b.Spec.Process.Capabilities.Permitted, "CAP_SYS_PTRACE")
+			b.Spec.Linux.Namespaces = slices.DeleteFunc(b.Spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
 			b.Spec.Mounts = append(b.Spec.Mounts,
 				specs.Mount{Destination: "/rw", Type: "bind", Source: rw, Options: []string{"rbind", "rw"}},
 				specs.Mount{Destination: "/ro", Type: "bind", Source: ro, Options: []string{"rbind", "ro"}},
-				specs.Mount{Destination: "/single", Type: "bind", Source: filepath.Join(fileDir, "single"), Options: []string{"bind", "ro"}})
+				specs.Mount{Destination: "/single", Type: "bind", Source: filepath.Join(fileDir, "single"), Options: []string{"bind", "ro"}},
+				specs.Mount{Destination: "/single-rw", Type: "bind", Source: filepath.Join(fileDir, "single-rw"), Options: []string{"bind", "rw"}})
 			for i := 0; i < extra; i++ {
 				b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: fmt.Sprintf("/extra%d", i), Type: "bind", Source: t.TempDir(), Options: []string{"rbind", "ro"}})
 			}
@@ -241,8 +253,11 @@ func TestRunBindMounts(t *testing.T) {
 			if got := strings.Contains(r.stderr, "template=true"); got != wantTemplate {
 				t.Errorf("restored from a template: %v, want %v", got, wantTemplate)
 			}
-			if r.stdout != "from-the-host\none-file\nin\n" {
-				t.Errorf("stdout %q", r.stdout)
+			if r.stdout != "from-the-host\none-file\nin\n0 1\n" {
+				t.Errorf("stdout %q, want the files, then the share's entries: 0 1 (the two bound files, nothing else of their directory)", r.stdout)
+			}
+			if b, err := os.ReadFile(filepath.Join(fileDir, "single-rw")); err != nil || string(b) != "appended\n" {
+				t.Errorf("host side of the rw file bind: %q, %v", b, err)
 			}
 			if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
 				t.Errorf("host side of the rw bind mount: %q, %v", b, err)

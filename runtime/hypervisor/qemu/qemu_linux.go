@@ -143,6 +143,14 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	cmd.ExtraFiles = append(cmd.ExtraFiles, v.proxies...)
 	// The VM lives and dies with the process that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if v.cfg.Restorable && !v.proxy {
+		// QEMU serves a clone's shares itself (no 9p proxy helper).
+		for _, s := range v.cfg.Shares {
+			if err := withBinds(cmd, s); err != nil {
+				return err
+			}
+		}
+	}
 	v.timings.Launched = time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", v.guest.binary, err)
@@ -421,6 +429,9 @@ func (v *vm) startFileServer(what, name, logName string, conn *os.File, s hyperv
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := withBinds(cmd, s); err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s for %s: %w", what, s.Path, err)
 	}

@@ -37,6 +37,11 @@ func checkConfig(cfg hypervisor.Config, hostArch string) error {
 	if cfg.Restorable || cfg.Template != "" {
 		return fmt.Errorf("vm %s: templates are QEMU's; Virtualization.framework boots every vm: %w", cfg.ID, errdefs.ErrNotImplemented)
 	}
+	for _, s := range cfg.Shares {
+		if len(s.Binds) > 0 {
+			return fmt.Errorf("vm %s: share %s: file binds need a file server of vzrun's own; the framework shares directories: %w", cfg.ID, s.Tag, errdefs.ErrNotImplemented)
+		}
+	}
 	for i, n := range cfg.NICs {
 		if n.Tap != nil {
 			return fmt.Errorf("vm %s: nic %d: tap devices are Linux only; on macOS each NIC is the framework's NAT: %w", cfg.ID, i, errdefs.ErrInvalidArgument)
