@@ -140,7 +140,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	// of its own by the file server (see hypervisor.Share.Binds): the
 	// guest reaches the file, not the host directory it is in. Where the
 	// backend cannot (vz), a file is reached through its directory.
-	dirs := map[string]string{}
+	dirs := map[string]int{}
 	files := -1
 	for _, m := range spec.Mounts {
 		if !isBind(m) {
@@ -175,13 +175,17 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		if !fi.IsDir() {
 			shareDir, sub = filepath.Dir(src), filepath.Base(src)
 		}
-		tag, ok := dirs[shareDir]
+		// A directory only bound read-only is shared read-only: the guest
+		// cannot write it either.
+		ro := slices.Contains(m.Options, "ro")
+		i, ok := dirs[shareDir]
 		if !ok {
-			tag = "m" + strconv.Itoa(len(dirs))
-			dirs[shareDir] = tag
-			p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: tag, Path: shareDir})
+			i = len(p.cfg.Shares)
+			dirs[shareDir] = i
+			p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: "m" + strconv.Itoa(len(dirs)-1), Path: shareDir, ReadOnly: ro})
 		}
-		p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: tag, Path: sub, IsFile: !fi.IsDir()})
+		p.cfg.Shares[i].ReadOnly = p.cfg.Shares[i].ReadOnly && ro
+		p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: p.cfg.Shares[i].Tag, Path: sub, IsFile: !fi.IsDir()})
 	}
 	if err := p.planNIC(ctx, id, spec); err != nil {
 		return nil, err

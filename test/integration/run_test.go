@@ -232,7 +232,9 @@ func TestRunBindMounts(t *testing.T) {
 			// process that got out to the guest (here a container in the
 			// guest's PID namespace with CAP_SYS_PTRACE, which reaches
 			// the agent's mounts) finds only the bound files in the share.
-			peek := `set -- $(grep " /single " /proc/mounts); echo $(ls /proc/1/root/run/vzrun/shares/$1)`
+			// Nor can it write to a directory only bound read-only.
+			peek := `set -- $(grep " /single " /proc/mounts); echo $(ls /proc/1/root/run/vzrun/shares/$1); ` +
+				`set -- $(grep " /ro " /proc/mounts); if touch /proc/1/root/run/vzrun/shares/$1/x; then echo ro-share-writable; fi`
 			script := "echo written > /rw/out && echo appended >> /single-rw && cat /ro/in /single && if echo x > /ro/x 2>/dev/null; then echo ro-writable; fi; ls /ro; " + peek
 			b := newBundle(t, "sh", "-c", script)
 			b.Spec.Process.Capabilities.Bounding = append(b.Spec.Process.Capabilities.Bounding, "CAP_SYS_PTRACE")
@@ -254,7 +256,7 @@ func TestRunBindMounts(t *testing.T) {
 				t.Errorf("restored from a template: %v, want %v", got, wantTemplate)
 			}
 			if r.stdout != "from-the-host\none-file\nin\n0 1\n" {
-				t.Errorf("stdout %q, want the files, then the share's entries: 0 1 (the two bound files, nothing else of their directory)", r.stdout)
+				t.Errorf("stdout %q, want the files, then the share's entries: 0 1 (the two bound files, nothing else of their directory), and no write to the read-only share", r.stdout)
 			}
 			if b, err := os.ReadFile(filepath.Join(fileDir, "single-rw")); err != nil || string(b) != "appended\n" {
 				t.Errorf("host side of the rw file bind: %q, %v", b, err)

@@ -64,18 +64,28 @@ func mountAndExec(v string) error {
 	return unix.Exec(p.Binary, os.Args, os.Environ())
 }
 
-// withBinds makes cmd, a file server of share s, start with the share's
-// Binds mounted (in a new mount namespace, which Go makes private, so
-// nothing propagates to the host's).
-func withBinds(cmd *exec.Cmd, s hypervisor.Share) error {
-	if len(s.Binds) == 0 {
+// shareMounts are what the file server of share s mounts first: the
+// share itself read-only if it is (virtiofsd has no read-only mode), then
+// its Binds.
+func shareMounts(s hypervisor.Share) []bindMount {
+	var ms []bindMount
+	if s.ReadOnly {
+		ms = append(ms, bindMount{Source: s.Path, Target: s.Path, ReadOnly: true})
+	}
+	for _, b := range s.Binds {
+		ms = append(ms, bindMount{Source: b.Source, Target: filepath.Join(s.Path, b.Name), ReadOnly: b.ReadOnly})
+	}
+	return ms
+}
+
+// withBinds makes cmd, a file server, start with mounts made (in a new
+// mount namespace, which Go makes private, so nothing propagates to the
+// host's).
+func withBinds(cmd *exec.Cmd, mounts []bindMount) error {
+	if len(mounts) == 0 {
 		return nil
 	}
-	p := bindsPlan{Binary: cmd.Path}
-	for _, b := range s.Binds {
-		p.Binds = append(p.Binds, bindMount{Source: b.Source, Target: filepath.Join(s.Path, b.Name), ReadOnly: b.ReadOnly})
-	}
-	j, err := json.Marshal(p)
+	j, err := json.Marshal(bindsPlan{Binary: cmd.Path, Binds: mounts})
 	if err != nil {
 		return err
 	}

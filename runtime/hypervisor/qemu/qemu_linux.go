@@ -144,11 +144,15 @@ func (v *vm) Start(ctx context.Context) (retErr error) {
 	// The VM lives and dies with the process that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if v.cfg.Restorable && !v.proxy {
-		// QEMU serves a clone's shares itself (no 9p proxy helper).
+		// QEMU serves a clone's shares itself (no 9p proxy helper); it
+		// makes read-only shares read-only (readonly=on).
+		var mounts []bindMount
 		for _, s := range v.cfg.Shares {
-			if err := withBinds(cmd, s); err != nil {
-				return err
-			}
+			s.ReadOnly = false
+			mounts = append(mounts, shareMounts(s)...)
+		}
+		if err := withBinds(cmd, mounts); err != nil {
+			return err
 		}
 	}
 	v.timings.Launched = time.Now()
@@ -429,7 +433,7 @@ func (v *vm) startFileServer(what, name, logName string, conn *os.File, s hyperv
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := withBinds(cmd, s); err != nil {
+	if err := withBinds(cmd, shareMounts(s)); err != nil {
 		return err
 	}
 	if err := cmd.Start(); err != nil {
