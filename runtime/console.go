@@ -32,10 +32,8 @@ func newTerminal(socketPath string, size *specs.Box) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sendFile(socketPath, master.Name(), int(master.Fd())); err != nil {
-		slave.Close()
-		return nil, err
-	}
+	// Raw before the master leaves: input the caller writes at once must
+	// not be echoed (or translated) by this pty as well as the guest's.
 	if c, err := console.ConsoleFromFile(slave); err == nil {
 		_ = c.SetRaw()
 	}
@@ -43,6 +41,10 @@ func newTerminal(socketPath string, size *specs.Box) (*os.File, error) {
 	// ONLCR would turn the guest's "\r\n" into "\r\r\n": the bytes pass
 	// as they are.
 	_ = console.ClearONLCR(slave.Fd())
+	if err := sendFile(socketPath, master.Name(), int(master.Fd())); err != nil {
+		slave.Close()
+		return nil, err
+	}
 	// Only a session leader without a terminal can do this; a foreground
 	// vzrun exec keeps the caller's terminal and skips it.
 	_ = unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0)
