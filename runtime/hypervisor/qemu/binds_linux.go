@@ -17,9 +17,10 @@ import (
 // own: the server starts as this same binary with bindsEnv set, whose
 // init (below) mounts the files over their entries and execs the server.
 // The mounts go when the server does, even by kill -9, so nothing is
-// left on the host to unmount, and the guest, which a container with
-// CAP_SYS_ADMIN can mount any share of, reaches a bound file and not the
-// host directory it is in (/etc for a bind of /etc/localtime).
+// left on the host to unmount, and the guest (where a process that gets
+// out of its container finds every share mounted by the agent) reaches a
+// bound file and not the host directory it is in (/etc for a bind of
+// /etc/localtime).
 const bindsEnv = "_VZRUN_FILE_SERVER_BINDS"
 
 type bindsPlan struct {
