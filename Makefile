@@ -19,6 +19,7 @@ RUNC_VERSION          := v1.5.2
 CONTAINERD_VERSION    := v2.4.2
 CNI_PLUGINS_VERSION   := v1.9.1
 NERDCTL_VERSION       := v2.2.2
+BUILDKIT_VERSION      := v0.33.1
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_TTRPC_VERSION := v1.2.10
 STATICCHECK_VERSION   := v0.8.2
@@ -108,6 +109,10 @@ NERDCTL_BIN := $(CACHE)/nerdctl-$(NERDCTL_VERSION)
 $(NERDCTL_BIN)/nerdctl:
 	./test/install-nerdctl.sh $(NERDCTL_VERSION) $(NERDCTL_BIN)
 
+BUILDKIT_BIN := $(CACHE)/buildkit-$(BUILDKIT_VERSION)
+$(BUILDKIT_BIN)/buildkitd:
+	./test/install-buildkit.sh $(BUILDKIT_VERSION) $(BUILDKIT_BIN)
+
 # gVisor's runsc, the peer make bench compares with (systrap platform).
 RUNSC := $(CACHE)/runsc-$(RUNSC_VERSION)/runsc
 $(RUNSC):
@@ -116,7 +121,7 @@ $(RUNSC):
 	cd $(dir $@) && GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install gvisor.dev/gvisor/runsc@$(RUNSC_VERSION)
 
 .PHONY: test-deps
-test-deps: $(CONTAINERD_BIN)/containerd $(CONTAINERD_LEGACY_BIN)/containerd $(CNI_BIN)/bridge $(NERDCTL_BIN)/nerdctl ## install the pinned peers the tests drive (containerd 2.4 and 2.2, ctr, nerdctl, CNI plugins)
+test-deps: $(CONTAINERD_BIN)/containerd $(CONTAINERD_LEGACY_BIN)/containerd $(CNI_BIN)/bridge $(NERDCTL_BIN)/nerdctl $(BUILDKIT_BIN)/buildkitd ## install the pinned peers the tests drive (containerd 2.4 and 2.2, ctr, nerdctl, CNI plugins, BuildKit)
 
 .PHONY: initrd
 initrd: build $(RUNC) ## pack the guest initramfs (agent as /init, static runc)
@@ -140,7 +145,7 @@ demo: all ## set everything up and run busybox in a VM
 .PHONY: test
 test: all guest-arm64 test-deps lint check-protos ## lint, unit tests and integration tests (boots real VMs)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
-	CONTAINERD_BIN=$(CONTAINERD_BIN) CONTAINERD_LEGACY_BIN=$(CONTAINERD_LEGACY_BIN) NERDCTL_BIN=$(NERDCTL_BIN) CNI_BIN=$(CNI_BIN) \
+	CONTAINERD_BIN=$(CONTAINERD_BIN) CONTAINERD_LEGACY_BIN=$(CONTAINERD_LEGACY_BIN) NERDCTL_BIN=$(NERDCTL_BIN) CNI_BIN=$(CNI_BIN) BUILDKIT_BIN=$(BUILDKIT_BIN) \
 	$(GO) test -count=1 -v -timeout 30m ./test/integration/... 2>&1 | tee $(OUT)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)'; exit $${PIPESTATUS[0]}
 
 .PHONY: conformance

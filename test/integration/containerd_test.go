@@ -8,9 +8,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -205,6 +207,28 @@ func (c *ctrd) importBusybox() string {
 	t := c.t
 	t.Helper()
 	const name = "localhost/vzrun-test/busybox:latest"
+	files, _ := busyboxLayout(t, name)
+	archive := filepath.Join(t.TempDir(), "busybox.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw := tar.NewWriter(f)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		b := files[name]
+		aw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0)})
+		aw.Write(b)
+	}
+	aw.Close()
+	f.Close()
+	c.ctrOK("image", "import", archive)
+	return name
+}
+
+// busyboxLayout is an OCI image layout of a busybox-static image named
+// name (its files by path), and its manifest's digest.
+func busyboxLayout(t *testing.T, name string) (map[string][]byte, string) {
+	t.Helper()
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
 	bb, err := os.ReadFile("/bin/busybox")
@@ -261,25 +285,11 @@ func (c *ctrd) importBusybox() string {
 	md["annotations"] = map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
 	index, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": []any{md}})
 
-	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	f, err := os.Create(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aw := tar.NewWriter(f)
-	file := func(name string, b []byte) {
-		aw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0)})
-		aw.Write(b)
-	}
-	file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	file("index.json", index)
+	files := map[string][]byte{"oci-layout": []byte(`{"imageLayoutVersion":"1.0.0"}`), "index.json": index}
 	for d, b := range blobs {
-		file("blobs/sha256/"+strings.TrimPrefix(d, "sha256:"), b)
+		files["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] = b
 	}
-	aw.Close()
-	f.Close()
-	c.ctrOK("image", "import", archive)
-	return name
+	return files, md["digest"].(string)
 }
 
 func TestContainerdCtrRun(t *testing.T) {
