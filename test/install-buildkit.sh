@@ -5,12 +5,10 @@
 set -euo pipefail
 version=${1:?usage: install-buildkit.sh VERSION DEST}
 dest=${2:?usage: install-buildkit.sh VERSION DEST}
-src=$(go mod download -json "github.com/moby/buildkit@$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-[ -d "$src" ] || { echo "install-buildkit: could not download buildkit $version" >&2; exit 1; }
+. "$(dirname "$0")/gomodule.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/buildkit.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cp -r "$src/." "$work/"
-chmod -R u+w "$work"
+module_copy "github.com/moby/buildkit@$version" "$work"
 mkdir -p "$dest.tmp"
 (cd "$work" && CGO_ENABLED=0 go build -mod=mod -tags no_btrfs -o "$dest.tmp/" ./cmd/buildkitd ./cmd/buildctl)
 rm -rf "$dest" && mv "$dest.tmp" "$dest"

@@ -6,12 +6,10 @@
 set -euo pipefail
 version=${1:?usage: install-nerdctl.sh VERSION DEST}
 dest=${2:?usage: install-nerdctl.sh VERSION DEST}
-src=$(go mod download -json "github.com/containerd/nerdctl/v2@$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-[ -d "$src" ] || { echo "install-nerdctl: could not download nerdctl $version" >&2; exit 1; }
+. "$(dirname "$0")/gomodule.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/nerdctl.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cp -r "$src/." "$work/"
-chmod -R u+w "$work"
+module_copy "github.com/containerd/nerdctl/v2@$version" "$work"
 mkdir -p "$work/mod/tigron"
 printf 'module github.com/containerd/nerdctl/mod/tigron\n\ngo 1.24\n' >"$work/mod/tigron/go.mod"
 # cmd/nerdctl links one test helper whose only need is the type tig.T.
