@@ -45,8 +45,10 @@ func startNerdctl(t *testing.T) (*nerdctl, string) {
 	return n, img
 }
 
-func (n *nerdctl) cmd(args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(n.c.ctx, n.bin, append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir}, args...)...)
+func (n *nerdctl) cmd(args ...string) *exec.Cmd { return n.cmdContext(n.c.ctx, args...) }
+
+func (n *nerdctl) cmdContext(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(repoRoot, "_output", "bin")+":"+os.Getenv("PATH"))
 	return cmd
 }
@@ -108,10 +110,7 @@ func TestNerdctlRunLargeOutput(t *testing.T) {
 	n, img := startNerdctl(t)
 	for _, ann := range []string{"io.vzrun.template=false", "io.vzrun.cpus=1"} {
 		ctx, cancel := context.WithTimeout(n.c.ctx, 2*time.Minute)
-		cmd := exec.CommandContext(ctx, n.bin, append(append([]string{"--address", n.c.sock(), "--namespace", n.c.ns, "--data-root", n.dataDir,
-			"run", "--rm", "--annotation", ann}, vzRuntime...), img, "seq", "1", "50000")...)
-		cmd.Env = n.cmd().Env
-		out, err := cmd.Output()
+		out, err := n.cmdContext(ctx, append(append([]string{"run", "--rm", "--annotation", ann}, vzRuntime...), img, "seq", "1", "50000")...).Output()
 		cancel()
 		if lines := strings.Count(string(out), "\n"); err != nil || lines != 50000 {
 			t.Errorf("nerdctl run --rm --annotation %s seq 1 50000: %v, %d lines of 50000", ann, err, lines)
