@@ -135,13 +135,11 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	}
 
 	// Bind-mount sources reach the guest through shares, one per host
-	// directory. Files (binds of /etc/localtime, of a socket) share one
-	// directory of the state dir, where each is bind-mounted over an entry
-	// of its own by the file server (see hypervisor.Share.Binds): the
-	// guest reaches the file, not the host directory it is in. Where the
-	// backend cannot (vz), a file is reached through its directory.
+	// directory. Files (binds of /etc/localtime, of a socket) are shared
+	// on their own, through a directory of the state dir (shareFile): the
+	// guest reaches the file, not the host directory it is in. Only where
+	// that cannot be done is a file reached through its directory.
 	dirs := map[string]int{}
-	files := -1
 	for _, m := range spec.Mounts {
 		if !isBind(m) {
 			continue
@@ -154,22 +152,14 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		if err != nil {
 			return nil, fmt.Errorf("bind mount %s: source: %w", m.Destination, err)
 		}
-		if !fi.IsDir() && bindFilesAlone {
-			if files < 0 {
-				files = len(p.cfg.Shares)
-				if err := os.MkdirAll(dir.File("files"), 0o700); err != nil {
-					return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
-				}
-				p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: "files", Path: dir.File("files")})
+		if !fi.IsDir() {
+			alone, err := p.shareFile(ctx, dir, m, src, bindFilesAlone)
+			if err != nil {
+				return nil, err
 			}
-			share := &p.cfg.Shares[files]
-			name := strconv.Itoa(len(share.Binds))
-			if err := os.WriteFile(filepath.Join(share.Path, name), nil, 0o600); err != nil {
-				return nil, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+			if alone {
+				continue
 			}
-			share.Binds = append(share.Binds, hypervisor.Bind{Name: name, Source: src, ReadOnly: slices.Contains(m.Options, "ro")})
-			p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: share.Tag, Path: name, IsFile: true})
-			continue
 		}
 		shareDir, sub := src, ""
 		if !fi.IsDir() {
@@ -198,6 +188,61 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		return nil, err
 	}
 	return p, nil
+}
+
+// shareFile shares a bound file (src) with the guest on its own, as an
+// entry of a directory of the state dir. With mountable (the backend's
+// file server can bind-mount it there in a mount namespace of its own:
+// hypervisor.Share.Binds) the entry is a placeholder the file goes over.
+// Otherwise (Virtualization.framework serves shares from the process
+// that runs the VM, where no private mount can hide a thing) the entry is
+// a hard link to the file: the same inode, as a bind mount is, so writes
+// go both ways; files bound read-only go in a share the guest cannot
+// write. A file a link cannot reach (on another file system than the
+// state dir) is not shared here (false), and the caller shares its
+// directory, with a warning.
+func (p *containerVM) shareFile(ctx context.Context, dir *StateDir, m specs.Mount, src string, mountable bool) (bool, error) {
+	ro := slices.Contains(m.Options, "ro")
+	tag := "files"
+	if ro && !mountable {
+		tag = "files-ro"
+	}
+	if err := os.MkdirAll(dir.File(tag), 0o700); err != nil {
+		return false, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	n := 0
+	for _, s := range p.shares {
+		if s.Tag == tag {
+			n++
+		}
+	}
+	name := strconv.Itoa(n)
+	entry := filepath.Join(dir.File(tag), name)
+	if mountable {
+		if err := os.WriteFile(entry, nil, 0o600); err != nil {
+			return false, fmt.Errorf("bind mount %s: %w", m.Destination, err)
+		}
+	} else {
+		target, err := filepath.EvalSymlinks(src)
+		if err == nil {
+			err = os.Link(target, entry)
+		}
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("id", p.cfg.ID).Warnf("bind mount %s: %s cannot be shared on its own, so the VM is given its directory", m.Destination, src)
+			return false, nil
+		}
+	}
+	i := slices.IndexFunc(p.cfg.Shares, func(s hypervisor.Share) bool { return s.Tag == tag })
+	if i < 0 {
+		i = len(p.cfg.Shares)
+		p.cfg.Shares = append(p.cfg.Shares, hypervisor.Share{Tag: tag, Path: dir.File(tag), ReadOnly: tag == "files-ro"})
+	}
+	if mountable {
+		share := &p.cfg.Shares[i]
+		share.Binds = append(share.Binds, hypervisor.Bind{Name: name, Source: src, ReadOnly: ro})
+	}
+	p.shares = append(p.shares, &api.Share{HostPath: m.Source, Tag: tag, Path: name, IsFile: true})
+	return true, nil
 }
 
 func isBind(m specs.Mount) bool {
