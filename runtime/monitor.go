@@ -46,6 +46,9 @@ type CreateOptions struct {
 // commands on a socket in the state dir and exits with the container's
 // exit status. Its pid is the container's pid.
 func (r *Runtime) Create(ctx context.Context, o CreateOptions) (retErr error) {
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
 	bundle, err := filepath.Abs(o.Bundle)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -239,6 +240,16 @@ func disconnectNetwork(ctx context.Context, st *State) {
 	if err := network.Disconnect(st.NetNS, st.NetIface); err != nil {
 		log.G(ctx).WithError(err).WithField("id", st.ID).Warn("removing the network redirect")
 	}
+}
+
+// checkPrivileges refuses to start a container without root: on Linux
+// vzrun makes network namespaces, tap devices and the mount namespaces of
+// its file servers, and runs VMs for other users' bundles.
+func checkPrivileges() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("running a container needs root on Linux, for its VM's network namespace, tap device and file server mounts; rootless use is not supported: %w", errdefs.ErrPermissionDenied)
+	}
+	return nil
 }
 
 // runInNetNS runs this command again, as a child in a new network

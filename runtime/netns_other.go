@@ -20,6 +20,10 @@ func startOnHost(cmd *exec.Cmd) error { return cmd.Start() }
 
 func listenOnHost(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
+// checkPrivileges: Virtualization.framework needs no root, only the
+// virtualization entitlement.
+func checkPrivileges() error { return nil }
+
 func runInNetNS(spec *specs.Spec) (int, bool, int, error) { return 0, false, 0, nil }
 
 // The framework's NAT network is the Mac's to choose: DHCP.

@@ -41,6 +41,9 @@ type RunOptions struct {
 // and removes everything once the process has exited. It returns the
 // process's exit status (128+signal when killed).
 func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr error) {
+	if err := checkPrivileges(); err != nil {
+		return -1, err
+	}
 	bundle, err := filepath.Abs(o.Bundle)
 	if err != nil {
 		return -1, err

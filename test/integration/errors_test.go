@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -116,6 +117,48 @@ func TestErrorInLogFile(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the error is not in the --log file:\n%s", data)
+	}
+}
+
+// Without root vzrun cannot make a VM's network namespace, tap or file
+// server mounts: create and run say so before anything is made.
+func TestCreateWithoutRoot(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "true")
+	// A copy of vzrun that another user can run, wherever the checkout is.
+	dir, err := os.MkdirTemp("", "vzrun-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "vzrun")
+	data, err := os.ReadFile(vzrunBinary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"run", "--bundle", b.Dir}, {"create", "--bundle", b.Dir}, {"run", "--detach", "--bundle", b.Dir}} {
+		id := uniqueID(t)
+		cmd := exec.CommandContext(v.ctx, bin, append(append([]string{"--root", v.root}, args...), id)...)
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("vzrun %v as nobody: %v (%s); want a failing exit", args, err, stderr.String())
+		}
+		if msg := stderr.String(); !strings.Contains(msg, "needs root") || !strings.Contains(msg, "rootless use is not supported") {
+			t.Errorf("vzrun %v as nobody: error %q does not say it needs root", args, msg)
+		}
+		if _, err := os.Stat(filepath.Join(v.root, id)); !os.IsNotExist(err) {
+			t.Errorf("vzrun %v as nobody left a state dir", args)
+		}
 	}
 }
 
