@@ -241,7 +241,34 @@ func completeDump(ctx context.Context, img, dump string) error {
 			}
 		}
 	}
-	return copyXattrs(ctx, img, dump, attrOwners)
+	if err := copyXattrs(ctx, img, dump, attrOwners); err != nil {
+		return err
+	}
+	return fixModes(entries, dump)
+}
+
+// fixModes gives dumped entries what rdump loses: it sets a file's mode
+// before its owner, and the chown clears setuid and setgid (and its mode
+// table has no sticky bit), and it leaves symlinks owned by root.
+func fixModes(entries []imageEntry, dump string) error {
+	for _, e := range entries {
+		dst := filepath.Join(dump, e.path)
+		var err error
+		switch e.mode & unix.S_IFMT {
+		case unix.S_IFSOCK:
+			continue
+		case unix.S_IFLNK:
+			err = os.Lchown(dst, e.uid, e.gid)
+		default:
+			if e.mode&0o7000 != 0 {
+				err = unix.Chmod(dst, e.mode&0o7777)
+			}
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("mode of %s: %w", e.path, err)
+		}
+	}
+	return nil
 }
 
 // modeBits turns setuid, setgid and sticky into os.FileMode's bits.

@@ -47,6 +47,17 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(os.Chmod(filepath.Join(rootfs, "dev/null"), 0o666))
 	must(os.Chmod(filepath.Join(rootfs, "dev/loop9"), 0o660))
 	must(os.WriteFile(filepath.Join(rootfs, "gone"), []byte("x"), 0o644))
+	// Special mode bits, which a chown clears, and a symlink's owner.
+	must(os.WriteFile(filepath.Join(rootfs, "usr/bin/su"), []byte("su"), 0o755))
+	must(os.Chown(filepath.Join(rootfs, "usr/bin/su"), 0, 42))
+	must(unix.Chmod(filepath.Join(rootfs, "usr/bin/su"), 0o6755))
+	must(os.MkdirAll(filepath.Join(rootfs, "tmp"), 0o755))
+	must(unix.Chmod(filepath.Join(rootfs, "tmp"), 0o1777))
+	must(os.MkdirAll(filepath.Join(rootfs, "var/mail"), 0o755))
+	must(os.Chown(filepath.Join(rootfs, "var/mail"), 0, 8))
+	must(unix.Chmod(filepath.Join(rootfs, "var/mail"), 0o2775))
+	must(os.Symlink("su", filepath.Join(rootfs, "usr/bin/su-link")))
+	must(os.Lchown(filepath.Join(rootfs, "usr/bin/su-link"), 65534, 65534))
 
 	img := filepath.Join(bundle, "rootfs.ext4")
 	must(makeExt4(ctx, rootfs, img, "32"))
@@ -79,6 +90,9 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 		{"dev/initctl", unix.S_IFIFO, 0o600, 0, 0},
 		{"dev/null", unix.S_IFCHR, 0o666, unix.Mkdev(1, 3), 0},
 		{"dev/loop9", unix.S_IFBLK, 0o660, unix.Mkdev(7, 9), 6},
+		{"usr/bin/su", unix.S_IFREG, 0o6755, 0, 42},
+		{"tmp", unix.S_IFDIR, 0o1777, 0, 0},
+		{"var/mail", unix.S_IFDIR, 0o2775, 0, 8},
 	} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(rootfs, c.path), &st); err != nil {
@@ -89,6 +103,11 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 			t.Errorf("%s: mode %o rdev %d:%d gid %d, want %o %d:%d gid %d", c.path, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Gid,
 				c.typ|c.mode, unix.Major(c.rdev), unix.Minor(c.rdev), c.gid)
 		}
+	}
+	var link unix.Stat_t
+	must(unix.Lstat(filepath.Join(rootfs, "usr/bin/su-link"), &link))
+	if link.Uid != 65534 || link.Gid != 65534 {
+		t.Errorf("symlink owned by %d:%d, want 65534:65534", link.Uid, link.Gid)
 	}
 	var a, b unix.Stat_t
 	must(unix.Stat(filepath.Join(rootfs, "usr/bin/ping"), &a))
