@@ -145,7 +145,7 @@ func moveNIC(ctx context.Context, ifc *api.Interface, pid int, h *netlink.Handle
 }
 
 func addRoute(h *netlink.Handle, r *api.Route) error {
-	route := &netlink.Route{Scope: netlink.Scope(r.Scope)}
+	route := &netlink.Route{Scope: netlink.Scope(r.Scope), Priority: int(r.Metric), MTU: int(r.Mtu), AdvMSS: int(r.Advmss)}
 	if r.Device != "" {
 		link, err := h.LinkByName(r.Device)
 		if err != nil {

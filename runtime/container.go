@@ -264,6 +264,7 @@ func (c *Container) Stop(ctx context.Context) error {
 	c.sb.Shutdown(ctx)
 	c.sb = nil
 	disconnectNetwork(ctx, c.State)
+	c.releaseNetwork(ctx)
 	if c.plan.afterStop != nil {
 		if err := c.plan.afterStop(ctx); err != nil {
 			return fmt.Errorf("syncing the rootfs of %s back: %w", c.ID, err)

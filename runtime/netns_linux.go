@@ -154,6 +154,24 @@ func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) 
 	if path == "" {
 		return nil
 	}
+	if path != "/proc/self/ns/net" {
+		// Processes in a namespace given by path are another
+		// container's (--network container:NAME, a runc container's
+		// /proc/PID/ns/net): the VM's NIC would take every packet
+		// meant for them. CRI and BuildKit hand over namespaces no
+		// process is in (pinned by a bind mount, as ip netns makes).
+		users, err := network.Users(path)
+		if err != nil {
+			return fmt.Errorf("network of %s: %w", id, err)
+		}
+		if len(users) > 0 {
+			more := ""
+			if len(users) > 1 {
+				more = fmt.Sprintf(" and %d more", len(users)-1)
+			}
+			return fmt.Errorf("network namespace %s is in use by %s%s: a container in its own VM cannot share another container's network namespace (its VM would take that namespace's traffic); give it a namespace no process is in: %w", path, users[0], more, errdefs.ErrInvalidArgument)
+		}
+	}
 	tap, err := network.NewTap(network.TapName)
 	if err != nil {
 		return fmt.Errorf("network of %s: %w", id, err)
@@ -212,7 +230,8 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 		if r.Device != ifc.Name {
 			continue
 		}
-		gr := &api.Route{Device: r.Device, Scope: uint32(r.Scope), Family: uint32(r.Family)}
+		gr := &api.Route{Device: r.Device, Scope: uint32(r.Scope), Family: uint32(r.Family),
+			Metric: uint32(r.Metric), Mtu: uint32(r.MTU), Advmss: uint32(r.AdvMSS)}
 		if r.Dst != nil {
 			gr.Destination = r.Dst.String()
 		}
@@ -229,6 +248,21 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	}
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "interface": ifc.Name, "addresses": gi.Addresses}).Debug("network connected")
 	return nil
+}
+
+// releaseNetwork empties the network namespace an owner was started in
+// for its container, once the container has ended: under runc the
+// namespace ends with the container's last process and its veth with it,
+// but the shim stays in it until the task is deleted, and a veth left
+// there would hold its bridge port (and, once CNI has released it, an
+// address) for a container that is gone.
+func (c *Container) releaseNetwork(ctx context.Context) {
+	if c.plan == nil || c.plan.netns != "/proc/self/ns/net" {
+		return
+	}
+	if err := network.RemoveLinks(c.plan.netns); err != nil {
+		log.G(ctx).WithError(err).WithField("id", c.ID).Warn("removing the ended container's interfaces")
+	}
 }
 
 // disconnectNetwork undoes connectNetwork in a namespace that outlives

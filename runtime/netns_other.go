@@ -43,3 +43,5 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 }
 
 func disconnectNetwork(ctx context.Context, st *State) {}
+
+func (c *Container) releaseNetwork(ctx context.Context) {}

@@ -26,6 +26,9 @@ type Route struct {
 	Scope    uint8
 	Family   int // 4 or 6
 	Protocol int
+	// Metric is the route's priority; MTU and AdvMSS its metrics (0:
+	// none).
+	Metric, MTU, AdvMSS int
 }
 
 // TapName is the name of the VM's tap device in the container's namespace.

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
@@ -72,6 +75,33 @@ func SameAsInit(nsPath string) bool {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// Users lists the processes other than this one in the network namespace
+// at nsPath, as "pid N (comm)".
+func Users(nsPath string) ([]string, error) {
+	var want unix.Stat_t
+	if err := unix.Stat(nsPath, &want); err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	self := strconv.Itoa(os.Getpid())
+	var users []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == self {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) != nil || st.Dev != want.Dev || st.Ino != want.Ino {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		users = append(users, fmt.Sprintf("pid %s (%s)", e.Name(), strings.TrimSpace(string(comm))))
+	}
+	return users, nil
 }
 
 // Tap is the VM's tap device. It is made in a namespace of its own and
@@ -248,18 +278,35 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 			if r.Protocol == unix.RTPROT_KERNEL {
 				continue
 			}
-			if r.Dst != nil && (r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast()) {
-				continue
-			}
 			family := 4
 			if r.Family == netlink.FAMILY_V6 {
 				family = 6
 			}
+			// IPv6's link-local and multicast routes are every
+			// interface's own; IPv4 link-local ones (169.254.0.0/16)
+			// are a network's choice: a gateway (Calico's
+			// 169.254.1.1), a metadata service.
+			if family == 6 && r.Dst != nil && (r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast()) {
+				continue
+			}
 			routes = append(routes, Route{Dst: r.Dst, Gw: r.Gw, Src: r.Src, Device: a.Name,
-				Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol)})
+				Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol),
+				Metric: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS})
 		}
 	}
+	// A gateway must be reachable when its route is added: routes without
+	// one (a /32 address's scope-link route to its gateway) go first.
+	slices.SortStableFunc(routes, func(a, b Route) int {
+		return cmp.Compare(boolInt(a.Gw != nil), boolInt(b.Gw != nil))
+	})
 	return ifcs, routes, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Connect moves the tap into the namespace at nsPath and joins it to ifc
@@ -361,6 +408,36 @@ func Disconnect(nsPath, ifName string) error {
 		}
 	}
 	return nil
+}
+
+// RemoveLinks removes every interface but loopback from the namespace at
+// nsPath, as the namespace's end would: a veth's peer on a bridge goes
+// with it.
+func RemoveLinks(nsPath string) error {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("removing %s: %w", l.Attrs().Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // StartIn starts cmd in the network namespace of ns (an open nsfs file).

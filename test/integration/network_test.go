@@ -506,3 +506,97 @@ func testHostNetworkIsNAT(t *testing.T, dhcp bool) {
 		t.Errorf("the container did not reach the host's service:\n%s", out)
 	}
 }
+
+// A namespace given by path with the routes CNI plugins other than the
+// bridge make: a /32 address whose gateway has a scope-link route of its
+// own (Cilium, Calico), two default routes told apart by metric, a route
+// to a link-local address (a metadata service). The guest gets them all.
+// While a process is in the namespace it is another container's, and
+// vzrun refuses it rather than take its traffic.
+func TestNetworkNamespacePathRoutes(t *testing.T) {
+	v := newVZ(t)
+	n := os.Getpid()%200 + 20
+	name, hostIf := fmt.Sprintf("vzr%d", os.Getpid()), fmt.Sprintf("vzq%d", os.Getpid())
+	gw, gw2, addr := fmt.Sprintf("10.214.%d.1", n), fmt.Sprintf("10.214.%d.3", n), fmt.Sprintf("10.214.%d.2", n)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	sh("ip", "netns", "add", name)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", name).Run()
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+	})
+	sh("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", name)
+	sh("ip", "addr", "add", gw+"/32", "dev", hostIf)
+	sh("ip", "link", "set", hostIf, "up")
+	sh("ip", "route", "add", addr+"/32", "dev", hostIf)
+	sh("ip", "-n", name, "addr", "add", addr+"/32", "dev", "eth0")
+	sh("ip", "-n", name, "link", "set", "eth0", "up")
+	sh("ip", "-n", name, "route", "add", gw, "dev", "eth0", "scope", "link")
+	sh("ip", "-n", name, "route", "add", gw2, "dev", "eth0", "scope", "link")
+	sh("ip", "-n", name, "route", "add", "default", "via", gw, "metric", "100")
+	sh("ip", "-n", name, "route", "add", "default", "via", gw2, "metric", "200")
+	sh("ip", "-n", name, "route", "add", "169.254.169.254", "via", gw)
+
+	b := newBundle(t, "ip", "route")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/" + name})
+	b.save(t)
+
+	// A process in the namespace: refused, nothing made.
+	holder := exec.Command("ip", "netns", "exec", name, "sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// ip netns exec enters the namespace before it becomes sleep.
+	waitFor(t, 10*time.Second, func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
+		return strings.TrimSpace(string(comm)) == "sleep"
+	})
+	id := uniqueID(t)
+	r := v.run("", "run", "--bundle", b.Dir, id)
+	_ = holder.Process.Kill()
+	_ = holder.Wait()
+	if r.code == 0 || !strings.Contains(r.stderr, "is in use by pid "+strconv.Itoa(holder.Process.Pid)+" (sleep)") || !strings.Contains(r.stderr, "cannot share another container's network namespace") {
+		t.Errorf("run in a namespace a process is in: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if out, _ := exec.Command("ip", "-n", name, "-o", "link").CombinedOutput(); strings.Contains(string(out), "vztap") {
+		t.Errorf("a refused run left a tap:\n%s", out)
+	}
+
+	// No process in it: the guest gets every route.
+	r = v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 {
+		t.Fatalf("run: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{
+		"default via " + gw + " dev eth0 metric 100",
+		"default via " + gw2 + " dev eth0 metric 200",
+		gw + " dev eth0 scope link",
+		"169.254.169.254 via " + gw + " dev eth0",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(r.stdout), " "), want) {
+			t.Errorf("guest lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+// When a container's process ends, its VM stops and its network namespace
+// is emptied, as the namespace's end under runc would: the veth leaves the
+// bridge though the container (and its shim) stay until nerdctl rm.
+func TestNetworkEndedContainerLeavesTheBridge(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	name := "ended-" + uniqueID(t)
+	n.ok(append(append([]string{"run", "-d", "--name", name}, vzOnBridge...), img, "sh", "-c", "sleep 2")...)
+	bridgePorts := func() int { ports, _ := os.ReadDir("/sys/class/net/nerdctl0/brif"); return len(ports) }
+	if bridgePorts() != 1 {
+		t.Errorf("bridge ports while the container runs: %d, want 1", bridgePorts())
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		return strings.TrimSpace(n.ok("inspect", "-f", "{{.State.Status}}", name)) == "exited"
+	})
+	waitFor(t, 10*time.Second, func() bool { return bridgePorts() == 0 })
+	n.ok("rm", "-f", name)
+}

@@ -1886,7 +1886,13 @@ type Route struct {
 	// Scope as in rtnetlink (0 universe, 253 link).
 	Scope uint32 `protobuf:"varint,5,opt,name=scope,proto3" json:"scope,omitempty"`
 	// Family: 4 or 6 (needed for a default route).
-	Family        uint32 `protobuf:"varint,6,opt,name=family,proto3" json:"family,omitempty"`
+	Family uint32 `protobuf:"varint,6,opt,name=family,proto3" json:"family,omitempty"`
+	// Metric (rtnetlink priority): routes to one destination with
+	// different metrics are different routes.
+	Metric uint32 `protobuf:"varint,7,opt,name=metric,proto3" json:"metric,omitempty"`
+	// Path MTU and advertised MSS of the route; 0: none set.
+	Mtu           uint32 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Advmss        uint32 `protobuf:"varint,9,opt,name=advmss,proto3" json:"advmss,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1959,6 +1965,27 @@ func (x *Route) GetScope() uint32 {
 func (x *Route) GetFamily() uint32 {
 	if x != nil {
 		return x.Family
+	}
+	return 0
+}
+
+func (x *Route) GetMetric() uint32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+func (x *Route) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Route) GetAdvmss() uint32 {
+	if x != nil {
+		return x.Advmss
 	}
 	return 0
 }
@@ -2209,14 +2236,17 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\ahw_addr\x18\x03 \x01(\tR\x06hwAddr\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x1c\n" +
 	"\taddresses\x18\x05 \x03(\tR\taddresses\x12\x12\n" +
-	"\x04dhcp\x18\x06 \x01(\bR\x04dhcp\"\xa1\x01\n" +
+	"\x04dhcp\x18\x06 \x01(\bR\x04dhcp\"\xe3\x01\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x16\n" +
 	"\x06device\x18\x04 \x01(\tR\x06device\x12\x14\n" +
 	"\x05scope\x18\x05 \x01(\rR\x05scope\x12\x16\n" +
-	"\x06family\x18\x06 \x01(\rR\x06family\"Q\n" +
+	"\x06family\x18\x06 \x01(\rR\x06family\x12\x16\n" +
+	"\x06metric\x18\a \x01(\rR\x06metric\x12\x10\n" +
+	"\x03mtu\x18\b \x01(\rR\x03mtu\x12\x16\n" +
+	"\x06advmss\x18\t \x01(\rR\x06advmss\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"y\n" +
