@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/vzrun/vzrun/internal/sockpath"
 
@@ -417,6 +418,39 @@ func (v *vm) startVirtiofsd(i int, s hypervisor.Share) error {
 		"-o", "sandbox=chroot", "-o", "xattr", "-o", "announce_submounts")
 }
 
+// raiseFileLimit lifts the open-file limit of the file server pid:
+// virtiofsd keeps a descriptor for every inode the guest has looked up,
+// and under the 1024 a shell or a service usually has (soft) a container
+// that had touched ~1000 files failed every open after. virtiofsd raises
+// its own limit only where it may raise the hard one (CAP_SYS_RESOURCE);
+// without that it keeps what it inherited, so the soft limit goes up to
+// the hard one at least.
+func raiseFileLimit(pid int) error {
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		return err
+	}
+	n := fileServerFiles()
+	if n <= old.Cur {
+		return nil
+	}
+	if unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: max(n, old.Max)}, nil) == nil || old.Cur == old.Max {
+		return nil
+	}
+	return unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: old.Max, Max: old.Max}, nil)
+}
+
+// fileServerFiles is the open-file limit a file server asks for.
+func fileServerFiles() uint64 {
+	n := uint64(1 << 20)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v < n {
+			n = v
+		}
+	}
+	return n
+}
+
 // startFileServer starts a file server for share s with conn as its fd
 // 3, logging to logName in the state dir. Its argv[0] is the state dir's
 // path/name, which is how `delete` finds one left behind (its working
@@ -438,6 +472,9 @@ func (v *vm) startFileServer(what, name, logName string, conn *os.File, s hyperv
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s for %s: %w", what, s.Path, err)
+	}
+	if err := raiseFileLimit(cmd.Process.Pid); err != nil {
+		log.L.WithError(err).WithField("id", v.cfg.ID).Warnf("raising the open-file limit of %s", what)
 	}
 	v.mu.Lock()
 	v.fsds = append(v.fsds, cmd)
