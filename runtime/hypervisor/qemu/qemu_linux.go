@@ -533,12 +533,30 @@ func (v *vm) startProxy(i int, s hypervisor.Share) error {
 	if err != nil {
 		return err
 	}
-	qemuEnd, helperEnd := os.NewFile(uintptr(fds[0]), "p9-qemu"), os.NewFile(uintptr(fds[1]), "p9-helper")
+	// QEMU and the helper talk through a relay of this process's (see
+	// relay9p): a socket pair each.
+	hfds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return err
+	}
+	qemuEnd, helperEnd := os.NewFile(uintptr(fds[0]), "p9-qemu"), os.NewFile(uintptr(hfds[1]), "p9-helper")
 	defer helperEnd.Close()
 	v.proxies = append(v.proxies, qemuEnd)
 	n := strconv.Itoa(i)
-	return v.startFileServer("the 9p proxy", "p9-"+n+"-proxy", "p9proxy-"+n+".log", helperEnd, s,
-		ProxyBinary, "--nodaemon", "--fd", "3", "--path", s.Path)
+	if err := v.startFileServer("the 9p proxy", "p9-"+n+"-proxy", "p9proxy-"+n+".log", helperEnd, s,
+		ProxyBinary, "--nodaemon", "--fd", "3", "--path", s.Path); err != nil {
+		syscall.Close(fds[1])
+		syscall.Close(hfds[0])
+		return err
+	}
+	go func() {
+		if err := relay9p(fds[1], hfds[0]); err != nil {
+			log.L.WithError(err).WithField("id", v.cfg.ID).Debugf("9p relay for %s", s.Path)
+		}
+	}()
+	return nil
 }
 
 func (v *vm) AgentConn() net.Conn { return v.conn }

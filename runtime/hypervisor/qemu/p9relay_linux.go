@@ -1,0 +1,304 @@
+package qemu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"golang.org/x/sys/unix"
+)
+
+// QEMU 7.2's 9p proxy helper (virtfs-proxy-helper) has a flaw vzrun must
+// not hit: asked to create something as uid 0 with another gid (root
+// writing into a setgid directory such as Debian's /usr/local or
+// /var/mail, or a process running as 0:1000), it switches its effective
+// gid, applies a reduced capability set, and, its effective uid having
+// stayed 0, never gets its capabilities back: every later request that
+// changes ids fails, and the helper soon aborts, after which every access
+// to the share fails with EIO. The relay below sits between QEMU and the
+// helper and turns such a request into one as 0:0 followed by a chown to
+// the gid asked for, which is what the helper would have made; every other
+// message passes through unchanged.
+//
+// The protocol (QEMU's hw/9pfs/9p-proxy.h): a request is a header
+// {type, size uint32} and size bytes of arguments in host byte order
+// (strings: a uint16 length and the bytes); the answer to T_OPEN and
+// T_CREATE is an int32 (a descriptor follows as SCM_RIGHTS, or it is a
+// negative errno); every other answer is a header and size bytes.
+const (
+	p9Success = 0
+	p9Error   = 1
+	p9Open    = 2
+	p9Create  = 3
+	p9Mknod   = 4
+	p9Mkdir   = 5
+	p9Symlink = 6
+	p9Chmod   = 11
+	p9Chown   = 12
+
+	p9HeaderSize = 8
+	p9MaxIO      = 64 * 1024
+	p9FDValid    = math.MaxInt32
+)
+
+// p9Fixup is what a rewritten request still owes once it succeeded.
+type p9Fixup struct {
+	path string
+	gid  int32
+	// mode is set for a regular file or node with setuid or setgid,
+	// which a chown clears.
+	mode int32
+}
+
+// relay9p passes the 9p proxy protocol between QEMU's end (qemu) and the
+// helper's (helper), both blocking stream sockets, until either closes;
+// it closes both.
+func relay9p(qemu, helper int) error {
+	defer unix.Close(qemu)
+	defer unix.Close(helper)
+	for {
+		req, err := readMessage(qemu)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("reading from qemu: %w", err)
+		}
+		fix := rewrite9p(req)
+		if err := writeFull(helper, req); err != nil {
+			return fmt.Errorf("writing to the helper: %w", err)
+		}
+		typ := binary.NativeEndian.Uint32(req)
+		if typ == p9Open || typ == p9Create {
+			status, fd, err := recvStatusFD(helper)
+			if err != nil {
+				return fmt.Errorf("reading from the helper: %w", err)
+			}
+			if fix != nil && status == p9FDValid {
+				if err := fixup9p(helper, fix); err != nil {
+					unix.Close(fd)
+					return err
+				}
+			}
+			err = sendStatusFD(qemu, status, fd)
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			if err != nil {
+				return fmt.Errorf("writing to qemu: %w", err)
+			}
+			continue
+		}
+		resp, err := readMessage(helper)
+		if err != nil {
+			return fmt.Errorf("reading from the helper: %w", err)
+		}
+		if fix != nil && binary.NativeEndian.Uint32(resp) == p9Success {
+			if err := fixup9p(helper, fix); err != nil {
+				return err
+			}
+		}
+		if err := writeFull(qemu, resp); err != nil {
+			return fmt.Errorf("writing to qemu: %w", err)
+		}
+	}
+}
+
+// rewrite9p changes a create request as uid 0 with another gid into one
+// as 0:0, in place, and returns what is then owed; nil for any other.
+func rewrite9p(req []byte) *p9Fixup {
+	typ := binary.NativeEndian.Uint32(req)
+	args := req[p9HeaderSize:]
+	// Offsets of uid and gid, and how to find the path and mode.
+	var uidAt int
+	var path string
+	var mode int32
+	var ok bool
+	switch typ {
+	case p9Create: // path, flags, mode, uid, gid
+		var rest []byte
+		if path, rest, ok = p9String(args); !ok || len(rest) < 16 {
+			return nil
+		}
+		mode = int32(binary.NativeEndian.Uint32(rest[4:]))
+		uidAt = len(args) - len(rest) + 8
+	case p9Mknod, p9Mkdir, p9Symlink: // uid, gid, then path, mode, rdev; path, mode; target, path
+		if len(args) < 8 {
+			return nil
+		}
+		uidAt = 0
+		var rest []byte
+		if path, rest, ok = p9String(args[8:]); !ok {
+			return nil
+		}
+		switch typ {
+		case p9Symlink:
+			if path, _, ok = p9String(rest); !ok {
+				return nil
+			}
+		case p9Mknod, p9Mkdir:
+			if len(rest) < 4 {
+				return nil
+			}
+			mode = int32(binary.NativeEndian.Uint32(rest))
+		}
+	default:
+		return nil
+	}
+	uid := int32(binary.NativeEndian.Uint32(args[uidAt:]))
+	gid := int32(binary.NativeEndian.Uint32(args[uidAt+4:]))
+	if uid != 0 || gid == 0 {
+		return nil
+	}
+	binary.NativeEndian.PutUint32(args[uidAt+4:], 0)
+	fix := &p9Fixup{path: path, gid: gid}
+	if typ != p9Mkdir && typ != p9Symlink && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		fix.mode = mode
+	}
+	return fix
+}
+
+// fixup9p gives a created entry the gid it was asked for (and back the
+// setuid and setgid bits the chown clears) through the helper.
+func fixup9p(helper int, fix *p9Fixup) error {
+	args := p9AppendString(nil, fix.path)
+	args = binary.NativeEndian.AppendUint32(args, math.MaxUint32) // uid: unchanged
+	args = binary.NativeEndian.AppendUint32(args, uint32(fix.gid))
+	if err := call9p(helper, p9Chown, args); err != nil {
+		return err
+	}
+	if fix.mode == 0 {
+		return nil
+	}
+	args = p9AppendString(nil, fix.path)
+	args = binary.NativeEndian.AppendUint32(args, uint32(fix.mode&0o7777))
+	return call9p(helper, p9Chmod, args)
+}
+
+// call9p sends the helper a request of the relay's own; an error it
+// answers is not the relay's (the entry stays as made), only a broken
+// connection is.
+func call9p(helper int, typ uint32, args []byte) error {
+	msg := binary.NativeEndian.AppendUint32(nil, typ)
+	msg = binary.NativeEndian.AppendUint32(msg, uint32(len(args)))
+	if err := writeFull(helper, append(msg, args...)); err != nil {
+		return fmt.Errorf("writing to the helper: %w", err)
+	}
+	if _, err := readMessage(helper); err != nil {
+		return fmt.Errorf("reading from the helper: %w", err)
+	}
+	return nil
+}
+
+func p9String(b []byte) (string, []byte, bool) {
+	if len(b) < 2 {
+		return "", nil, false
+	}
+	n := int(binary.NativeEndian.Uint16(b))
+	if len(b) < 2+n {
+		return "", nil, false
+	}
+	return string(b[2 : 2+n]), b[2+n:], true
+}
+
+func p9AppendString(b []byte, s string) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// readMessage reads a header and its arguments.
+func readMessage(fd int) ([]byte, error) {
+	msg := make([]byte, p9HeaderSize, p9HeaderSize+256)
+	if err := readFull(fd, msg); err != nil {
+		return nil, err
+	}
+	size := binary.NativeEndian.Uint32(msg[4:])
+	if size > p9MaxIO {
+		return nil, fmt.Errorf("9p proxy message of %d bytes", size)
+	}
+	msg = append(msg, make([]byte, size)...)
+	if err := readFull(fd, msg[p9HeaderSize:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return msg, nil
+}
+
+// recvStatusFD reads the helper's answer to an open or a create.
+func recvStatusFD(fd int) (status int32, passed int, err error) {
+	buf := make([]byte, 4)
+	oob := make([]byte, unix.CmsgSpace(4))
+	passed = -1
+	got := 0
+	for got < len(buf) {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf[got:], oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, -1, err
+		}
+		if n == 0 {
+			return 0, -1, io.ErrUnexpectedEOF
+		}
+		if oobn > 0 {
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err == nil && len(msgs) > 0 {
+				if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) > 0 {
+					passed = fds[0]
+				}
+			}
+		}
+		got += n
+	}
+	return int32(binary.NativeEndian.Uint32(buf)), passed, nil
+}
+
+func sendStatusFD(fd int, status int32, passed int) error {
+	buf := binary.NativeEndian.AppendUint32(nil, uint32(status))
+	var oob []byte
+	if passed >= 0 {
+		oob = unix.UnixRights(passed)
+	}
+	for {
+		err := unix.Sendmsg(fd, buf, oob, nil, 0)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func readFull(fd int, b []byte) error {
+	for got := 0; got < len(b); {
+		n, err := unix.Read(fd, b[got:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.EOF
+		}
+		got += n
+	}
+	return nil
+}
+
+func writeFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
