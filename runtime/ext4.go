@@ -29,8 +29,11 @@ func makeExt4(ctx context.Context, rootfs, img, sizeMiB string) error {
 		if err != nil {
 			return err
 		}
-		// Room to write: twice the tree, at least 256 MiB free.
-		size = int(max(2*used, used+256<<20) >> 20)
+		// Room to write: twice the tree, at least 1 GiB free (the
+		// image is sparse: its journal, 32 MiB at that size, and what
+		// is written take space; 256 MiB free was too little for a
+		// 500 MB file).
+		size = int(max(2*used, used+1<<30) >> 20)
 	}
 	// Made under another name: an image named img is always whole, so a
 	// delete after a kill never syncs back a half-made one.
