@@ -39,8 +39,9 @@ const AnnotationTemplate = "io.vzrun.template"
 const EnvTemplate = "VZRUN_TEMPLATE"
 
 // templateLayout changes when what a template holds changes (2: the TCG
-// guest's CPU model).
-const templateLayout = "2"
+// guest's CPU model; 3: tsc=reliable, a template could hold a guest whose
+// clock had fallen back to refined-jiffies).
+const templateLayout = "3"
 
 // templater saves VMs as templates; nil where the backend cannot.
 var templater hypervisor.Templater

@@ -318,7 +318,12 @@ func (v *vm) args() ([]string, error) {
 	if v.accel == hypervisor.AccelKVM {
 		cpu = "host"
 	}
-	cmdline := []string{"console=ttyS0", "quiet", "panic=-1", "reboot=t"}
+	// tsc=reliable: under TCG on a busy host the clocksource watchdog
+	// can find the TSC skewed against the jiffies it measures it by and
+	// switch to refined-jiffies, which loses ticks there: such a guest's
+	// clock ran ~40% slow, and a template saved from it passed that to
+	// every VM restored from it. QEMU's TSC follows the host's clock.
+	cmdline := []string{"console=ttyS0", "quiet", "panic=-1", "reboot=t", "tsc=reliable"}
 	if khz := tscKHz(); khz > 0 {
 		// Without it, TCG guests often hang calibrating the TSC.
 		cmdline = append(cmdline, "tsc_early_khz="+strconv.Itoa(khz))
