@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
@@ -49,7 +50,7 @@ func run(start int64) error {
 
 	// Every child of the agent is reaped here; go-runc's commands wait
 	// through the same monitor, as in containerd's runc shim.
-	runc.Monitor = reaper.Default
+	runc.Monitor = releasingMonitor{reaper.Default}
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, unix.SIGCHLD)
 	exits := newExitTable()
@@ -75,4 +76,17 @@ func run(start int64) error {
 	}
 	svc.readyNs = uptime()
 	return server.Serve(ctx, l)
+}
+
+// releasingMonitor is containerd's reaper monitor, which also releases
+// each command's process handle: os/exec keeps a pidfd for it that only a
+// successful Wait closes, and here the reaper has reaped the process
+// (PID 1 reaps every child) before that Wait, which fails: the agent kept
+// a pidfd for every runc it ran (one per exec).
+type releasingMonitor struct{ *reaper.Monitor }
+
+func (m releasingMonitor) Wait(c *exec.Cmd, ec chan runc.Exit) (int, error) {
+	status, err := m.Monitor.Wait(c, ec)
+	_ = c.Process.Release()
+	return status, err
 }

@@ -494,8 +494,13 @@ func (s *Service) Exec(ctx context.Context, req *api.ExecRequest) (_ *api.Empty,
 	ps.ApparmorProfile, ps.SelinuxLabel = "", ""
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := c.execs[req.ExecId]; ok {
-		return nil, fmt.Errorf("process %s in %s: %w", req.ExecId, c.id, errdefs.ErrAlreadyExists)
+	if old, ok := c.execs[req.ExecId]; ok {
+		// An ended exec's id can be used again (the host may not have
+		// said DeleteProcess); one created or running cannot.
+		if !old.hasExited() {
+			return nil, fmt.Errorf("process %s in %s: %w", req.ExecId, c.id, errdefs.ErrAlreadyExists)
+		}
+		c.forgetExec(req.ExecId, old)
 	}
 	p := newProcess(c.id, req.ExecId)
 	p.spec = &ps
@@ -785,6 +790,37 @@ func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerR
 	s.mu.Unlock()
 	c.cleanup()
 	return &api.Empty{}, nil
+}
+
+func (s *Service) DeleteProcess(ctx context.Context, req *api.DeleteProcessRequest) (_ *api.Empty, retErr error) {
+	defer func() { retErr = errgrpc.ToGRPC(retErr) }()
+	if req.ExecId == "" {
+		return nil, fmt.Errorf("no exec id: the container's own process goes with DeleteContainer: %w", errdefs.ErrInvalidArgument)
+	}
+	c, p, err := s.process(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	running := p.started && p.pid != 0
+	p.mu.Unlock()
+	if running && !p.hasExited() {
+		return nil, fmt.Errorf("process %s in %s is running: %w", req.ExecId, c.id, errdefs.ErrFailedPrecondition)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.execs[req.ExecId] == p {
+		c.forgetExec(req.ExecId, p)
+	}
+	return &api.Empty{}, nil
+}
+
+// forgetExec drops an ended (or never started) exec and what it holds:
+// its stdio's agent ends and its pid file. Called with s.mu held.
+func (c *container) forgetExec(execID string, p *process) {
+	p.closeIO()
+	_ = os.Remove(filepath.Join(c.bundle, "exec-"+execID+".pid"))
+	delete(c.execs, execID)
 }
 
 func (s *Service) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error) {

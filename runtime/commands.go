@@ -401,6 +401,11 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 		ClearOnlcr: o.Process.Terminal && o.ConsoleSocket == "", Debug: debugLogging()}); err != nil {
 		return -1, errgrpc.ToNative(err)
 	}
+	// Once it has ended and its output is out (or it never started), the
+	// agent forgets it and releases its stdio.
+	defer func() {
+		_, _ = client.DeleteProcess(context.WithoutCancel(ctx), &api.DeleteProcessRequest{ContainerId: o.ID, ExecId: execID})
+	}()
 	var stdin io.Reader = os.Stdin
 	var stdout, stderr io.Writer = os.Stdout, os.Stderr
 	var con console.Console

@@ -531,7 +531,13 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	if r.ExecID != "" {
 		s.mu.Lock()
 		delete(s.execs, r.ExecID)
+		c := s.c
 		s.mu.Unlock()
+		// The agent forgets it too and releases its stdio (gone with
+		// the VM if that has stopped).
+		if _, err := c.Agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: r.ID, ExecId: r.ExecID}); err != nil {
+			log.G(ctx).WithError(errgrpc.ToNative(err)).WithField("exec", r.ExecID).Debug("deleting the exec in the guest")
+		}
 		return &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
 	}
 	s.mu.Lock()

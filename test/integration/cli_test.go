@@ -805,3 +805,39 @@ func TestFeaturesAndSpec(t *testing.T) {
 		t.Error("spec overwrote an existing config.json")
 	}
 }
+
+// The agent forgets an exec once it has ended and the host has its output:
+// many execs leave its descriptors (stdio pipes) as they were.
+func TestExecsReleaseAgentResources(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	// The guest's PID namespace, where the agent is pid 1.
+	var ns []specs.LinuxNamespace
+	for _, n := range b.Spec.Linux.Namespaces {
+		if n.Type != specs.PIDNamespace {
+			ns = append(ns, n)
+		}
+	}
+	b.Spec.Linux.Namespaces = ns
+	caps := append(b.Spec.Process.Capabilities.Bounding, "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
+	b.Spec.Process.Capabilities.Bounding, b.Spec.Process.Capabilities.Effective, b.Spec.Process.Capabilities.Permitted = caps, caps, caps
+	b.save(t)
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	defer v.run("", "delete", "--force", id)
+	agentFDs := func() int {
+		out := v.runOK("exec", id, "sh", "-c", "ls /proc/1/fd | wc -l").stdout
+		n, err := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("agent's descriptors: %q", out)
+		}
+		return n
+	}
+	before := agentFDs()
+	for i := 0; i < 15; i++ {
+		v.runOK("exec", id, "true")
+	}
+	if after := agentFDs(); after > before+3 {
+		t.Errorf("the agent held %d descriptors before 15 execs and %d after", before, after)
+	}
+}

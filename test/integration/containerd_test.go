@@ -309,6 +309,11 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 	if out := c.ctrOK("task", "exec", "--exec-id", "e1", "life", "sh", "-c", "echo exec-ok; cat /tmp/pid"); !strings.Contains(out, "exec-ok") {
 		t.Errorf("task exec: %q", out)
 	}
+	// An exec id is free again once its exec was deleted (ctr deletes
+	// it), as with runc's shim: the guest's agent forgets it too.
+	if out := c.ctrOK("task", "exec", "--exec-id", "e1", "life", "echo", "again"); !strings.Contains(out, "again") {
+		t.Errorf("task exec with a reused id: %q", out)
+	}
 	// Figures from the container's cgroup in the guest, not zeros.
 	m := c.ctrOK("task", "metrics", "life")
 	for _, metric := range []string{"pids.current", "cpu.usage_usec", "memory.usage"} {

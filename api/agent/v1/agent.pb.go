@@ -2042,6 +2042,58 @@ func (x *DeleteContainerRequest) GetForce() bool {
 	return false
 }
 
+type DeleteProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProcessRequest) Reset() {
+	*x = DeleteProcessRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProcessRequest) ProtoMessage() {}
+
+func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *DeleteProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 type ForwardData struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -2054,7 +2106,7 @@ type ForwardData struct {
 
 func (x *ForwardData) Reset() {
 	*x = ForwardData{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2118,7 @@ func (x *ForwardData) String() string {
 func (*ForwardData) ProtoMessage() {}
 
 func (x *ForwardData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2131,7 @@ func (x *ForwardData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardData.ProtoReflect.Descriptor instead.
 func (*ForwardData) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ForwardData) GetContainerId() string {
@@ -2249,13 +2301,16 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06advmss\x18\t \x01(\rR\x06advmss\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"y\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"R\n" +
+	"\x14DeleteProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"y\n" +
 	"\vForwardData\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1f\n" +
 	"\vclose_write\x18\x04 \x01(\bR\n" +
-	"closeWrite2\xb2\f\n" +
+	"closeWrite2\x80\r\n" +
 	"\x05Agent\x12D\n" +
 	"\x05Hello\x12\x1c.vzrun.agent.v1.HelloRequest\x1a\x1d.vzrun.agent.v1.HelloResponse\x12b\n" +
 	"\x0fCreateContainer\x12&.vzrun.agent.v1.CreateContainerRequest\x1a'.vzrun.agent.v1.CreateContainerResponse\x12D\n" +
@@ -2279,7 +2334,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Stats\x12 .vzrun.agent.v1.ContainerRequest\x1a\x1d.vzrun.agent.v1.StatsResponse\x12J\n" +
 	"\aWaitOOM\x12\x1e.vzrun.agent.v1.WaitOOMRequest\x1a\x1f.vzrun.agent.v1.WaitOOMResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vzrun.agent.v1.ConfigureNetworkRequest\x1a\x15.vzrun.agent.v1.Empty\x12P\n" +
-	"\x0fDeleteContainer\x12&.vzrun.agent.v1.DeleteContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x128\n" +
+	"\x0fDeleteContainer\x12&.vzrun.agent.v1.DeleteContainerRequest\x1a\x15.vzrun.agent.v1.Empty\x12L\n" +
+	"\rDeleteProcess\x12$.vzrun.agent.v1.DeleteProcessRequest\x1a\x15.vzrun.agent.v1.Empty\x128\n" +
 	"\bShutdown\x12\x15.vzrun.agent.v1.Empty\x1a\x15.vzrun.agent.v1.Empty2T\n" +
 	"\tForwarder\x12G\n" +
 	"\aForward\x12\x1b.vzrun.agent.v1.ForwardData\x1a\x1b.vzrun.agent.v1.ForwardData(\x010\x01B+Z)github.com/vzrun/vzrun/api/agent/v1;agentb\x06proto3"
@@ -2296,7 +2352,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -2331,7 +2387,8 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Interface)(nil),               // 30: vzrun.agent.v1.Interface
 	(*Route)(nil),                   // 31: vzrun.agent.v1.Route
 	(*DeleteContainerRequest)(nil),  // 32: vzrun.agent.v1.DeleteContainerRequest
-	(*ForwardData)(nil),             // 33: vzrun.agent.v1.ForwardData
+	(*DeleteProcessRequest)(nil),    // 33: vzrun.agent.v1.DeleteProcessRequest
+	(*ForwardData)(nil),             // 34: vzrun.agent.v1.ForwardData
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
@@ -2359,33 +2416,35 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	27, // 22: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
 	29, // 23: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
 	32, // 24: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	0,  // 25: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	33, // 26: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
-	2,  // 27: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	7,  // 28: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	0,  // 29: vzrun.agent.v1.Agent.StageSpec:output_type -> vzrun.agent.v1.Empty
-	9,  // 30: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 31: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 32: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	13, // 33: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	15, // 34: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 35: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 36: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 37: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
-	0,  // 38: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	21, // 39: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	23, // 40: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 41: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 42: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 43: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	26, // 44: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	28, // 45: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
-	0,  // 46: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 47: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 48: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	33, // 49: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
-	27, // [27:50] is the sub-list for method output_type
-	4,  // [4:27] is the sub-list for method input_type
+	33, // 25: vzrun.agent.v1.Agent.DeleteProcess:input_type -> vzrun.agent.v1.DeleteProcessRequest
+	0,  // 26: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	34, // 27: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
+	2,  // 28: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	7,  // 29: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	0,  // 30: vzrun.agent.v1.Agent.StageSpec:output_type -> vzrun.agent.v1.Empty
+	9,  // 31: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 32: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 33: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	13, // 34: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	15, // 35: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 36: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 37: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 38: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
+	0,  // 39: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	21, // 40: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	23, // 41: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 42: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 43: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 44: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	26, // 45: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	28, // 46: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 47: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 48: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 49: vzrun.agent.v1.Agent.DeleteProcess:output_type -> vzrun.agent.v1.Empty
+	0,  // 50: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	34, // 51: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
+	28, // [28:52] is the sub-list for method output_type
+	4,  // [4:28] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -2402,7 +2461,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

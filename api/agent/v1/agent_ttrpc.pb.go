@@ -29,6 +29,7 @@ type AgentService interface {
 	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*Empty, error)
+	DeleteProcess(context.Context, *DeleteProcessRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 }
 
@@ -181,6 +182,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.DeleteContainer(ctx, &req)
+			},
+			"DeleteProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DeleteProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteProcess(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req Empty
@@ -366,6 +374,14 @@ func (c *agentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetwor
 func (c *agentClient) DeleteContainer(ctx context.Context, req *DeleteContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "DeleteContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DeleteProcess(ctx context.Context, req *DeleteProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vzrun.agent.v1.Agent", "DeleteProcess", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
