@@ -96,6 +96,18 @@ func checkSpec(s *specs.Spec, bundle string) error {
 	if s.Process.Cwd == "" || !filepath.IsAbs(s.Process.Cwd) {
 		return fmt.Errorf("process.cwd %q is not an absolute path: %w", s.Process.Cwd, errdefs.ErrInvalidArgument)
 	}
+	if s.Linux != nil {
+		// A namespace path names a namespace on the host (another
+		// container's: nerdctl --pid container:NAME, --ipc
+		// container:NAME). The container's namespaces are its guest's;
+		// only the network namespace is the host's to give (it becomes
+		// the VM's network).
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Path != "" && ns.Type != specs.NetworkNamespace {
+				return fmt.Errorf("linux.namespaces: the %s namespace %s is on the host: a container in its own VM has its namespaces in its guest and cannot join another container's or the host's: %w", ns.Type, ns.Path, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestRunBadInput checks that each kind of bad input gives a one-line error
@@ -43,6 +45,14 @@ func TestRunBadInput(t *testing.T) {
 		}, want: []string{"config.json", "is a directory"}},
 		{name: "missing rootfs", mutate: func(t *testing.T, b *bundle) { os.RemoveAll(b.rootfs()) }, want: []string{"root.path", "rootfs", "no such file"}},
 		{name: "no args", mutate: func(t *testing.T, b *bundle) { b.Spec.Process.Args = nil; b.save(t) }, want: []string{"process.args is empty"}},
+		{name: "pid namespace path", mutate: func(t *testing.T, b *bundle) {
+			for i, ns := range b.Spec.Linux.Namespaces {
+				if ns.Type == specs.PIDNamespace {
+					b.Spec.Linux.Namespaces[i].Path = "/proc/1/ns/pid"
+				}
+			}
+			b.save(t)
+		}, want: []string{"pid namespace /proc/1/ns/pid", "cannot join"}},
 		{name: "bad id", id: "a/b", want: []string{`invalid container id "a/b"`}},
 		{name: "bad annotation", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "lots") }, want: []string{"io.vzrun.memory", "lots"}},
 		{name: "VM too small", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "64") }, want: []string{"io.vzrun.memory", "at least 128"}},
