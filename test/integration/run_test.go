@@ -247,6 +247,23 @@ func TestRunGuestClock(t *testing.T) {
 	}
 }
 
+// A container given /dev/net/tun (nerdctl --device /dev/net/tun: VPN
+// clients, wireguard-go) can open it: the guest kernel has the driver
+// behind the host's device number.
+func TestRunTunDevice(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "exec 4<>/dev/net/tun && echo tun-open")
+	mode := os.FileMode(0o666)
+	b.Spec.Linux.Devices = append(b.Spec.Linux.Devices, specs.LinuxDevice{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200, FileMode: &mode})
+	major, minor := int64(10), int64(200)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}}}
+	b.save(t)
+	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "tun-open" {
+		t.Errorf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 // virtiofsd keeps a descriptor per inode the guest has looked up; under
 // the soft open-file limit a shell or a service usually has (1024) a
 // container that makes 1500 files still works, as under runc.
