@@ -155,7 +155,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		}
 		shares[sh.HostPath] = filepath.Join(mp, sh.Path)
 	}
-	if err := guestSpec(&spec, id, root, shares); err != nil {
+	droppedDevices, err := guestSpecDevices(&spec, id, root, shares)
+	if err != nil {
 		return nil, err
 	}
 	asLimit := takeAddressSpaceLimit(spec.Process)
@@ -196,7 +197,13 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	}
 	s.exits.register(pid, c.init)
 	s.containers[id] = c
-	return &api.CreateContainerResponse{Pid: uint32(pid), RuncLog: runcLogSince(c.runc.Log, 0, req.Debug)}, nil
+	runcLog := runcLogSince(c.runc.Log, 0, req.Debug)
+	for _, d := range droppedDevices {
+		// In runc's log format: the host relays it to its --log.
+		line, _ := json.Marshal(map[string]string{"level": "warning", "msg": "device " + d + " does not exist in the VM's kernel: left out of the container", "time": time.Now().UTC().Format(time.RFC3339Nano)})
+		runcLog = append(runcLog, string(line))
+	}
+	return &api.CreateContainerResponse{Pid: uint32(pid), RuncLog: runcLog}, nil
 }
 
 // mountRootfs mounts the container's root and returns its guest path.

@@ -97,3 +97,30 @@ func TestTakeAddressSpaceLimit(t *testing.T) {
 		})
 	}
 }
+
+// Devices the guest kernel has nothing behind are left out and named;
+// FIFOs and those it has are kept.
+func TestGuestSpecLeavesOutMissingDevices(t *testing.T) {
+	has := guestHasDevice
+	defer func() { guestHasDevice = has }()
+	guestHasDevice = func(typ string, major, minor int64) bool { return typ == "c" && major == 10 && minor == 200 }
+	s := &specs.Spec{
+		Root:    &specs.Root{Path: "rootfs"},
+		Process: &specs.Process{Args: []string{"true"}},
+		Linux: &specs.Linux{Devices: []specs.LinuxDevice{
+			{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200},
+			{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232},
+			{Path: "/dev/fifo", Type: "p"},
+		}},
+	}
+	dropped, err := guestSpecDevices(s, "c3", "/r", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dropped) != 1 || dropped[0] != "/dev/kvm (c 10:232)" {
+		t.Errorf("dropped %q, want /dev/kvm", dropped)
+	}
+	if len(s.Linux.Devices) != 2 || s.Linux.Devices[0].Path != "/dev/net/tun" || s.Linux.Devices[1].Path != "/dev/fifo" {
+		t.Errorf("kept %+v", s.Linux.Devices)
+	}
+}

@@ -252,15 +252,21 @@ func TestRunGuestClock(t *testing.T) {
 // behind the host's device number.
 func TestRunTunDevice(t *testing.T) {
 	v := newVZ(t)
-	b := newBundle(t, "sh", "-c", "exec 4<>/dev/net/tun && echo tun-open")
+	b := newBundle(t, "sh", "-c", "exec 4<>/dev/net/tun && echo tun-open; [ -e /dev/kvm ] || echo no-kvm")
 	mode := os.FileMode(0o666)
-	b.Spec.Linux.Devices = append(b.Spec.Linux.Devices, specs.LinuxDevice{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200, FileMode: &mode})
+	// The guest has no KVM: that node is left out, with a warning.
+	b.Spec.Linux.Devices = append(b.Spec.Linux.Devices, specs.LinuxDevice{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200, FileMode: &mode},
+		specs.LinuxDevice{Path: "/dev/kvm", Type: "c", Major: 10, Minor: 232, FileMode: &mode})
 	major, minor := int64(10), int64(200)
 	b.Spec.Linux.Resources = &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}}}
 	b.save(t)
-	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "tun-open" {
+	logFile := filepath.Join(t.TempDir(), "log.json")
+	r := v.run("", "--log", logFile, "--log-format", "json", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 || strings.Join(strings.Fields(r.stdout), " ") != "tun-open no-kvm" {
 		t.Errorf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if log, _ := os.ReadFile(logFile); !strings.Contains(string(log), "device /dev/kvm (c 10:232) does not exist in the VM") {
+		t.Errorf("no warning about /dev/kvm in the log:\n%s", log)
 	}
 }
 
