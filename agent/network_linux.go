@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -53,7 +56,30 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 			return nil, fmt.Errorf("route %s via %s: %w", orDefault(r.Destination), r.Gateway, err)
 		}
 	}
+	if len(req.Sysctls) > 0 {
+		setNetSysctls(ctx, pid, req.Sysctls)
+	}
 	return &api.Empty{}, nil
+}
+
+// setNetSysctls writes network sysctls (paths under /proc/sys/net) in the
+// network namespace of pid. One this kernel lacks or refuses is logged,
+// not an error: the host found it set in its own kernel's namespace.
+func setNetSysctls(ctx context.Context, pid int, sysctls map[string]string) {
+	err := inNetNSOf(pid, func() error {
+		for k, v := range sysctls {
+			if !strings.HasPrefix(k, "net/") || strings.Contains(k, "..") {
+				continue
+			}
+			if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
+				log.G(ctx).WithError(err).Warnf("sysctl %s=%s", k, v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("network sysctls")
+	}
 }
 
 // moveNIC finds the NIC by the MAC the host gave it at boot, moves it into

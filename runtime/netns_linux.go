@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -242,6 +243,25 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 			gr.Source = r.Src.String()
 		}
 		req.Routes = append(req.Routes, gr)
+	}
+	// What CNI set in the namespace (the tuning plugin's sysctls) the
+	// guest's gets too; the spec's own sysctls, which runc applies after
+	// the hooks, win.
+	if sysctls, err := network.ChangedSysctls(p.netns, ifc.Name); err != nil {
+		log.G(ctx).WithError(err).WithField("id", c.ID).Warn("reading the network namespace's sysctls")
+	} else {
+		var own map[string]string
+		if c.Spec.Linux != nil {
+			own = c.Spec.Linux.Sysctl
+		}
+		for k, v := range sysctls {
+			if _, ok := own[strings.ReplaceAll(k, "/", ".")]; !ok {
+				if req.Sysctls == nil {
+					req.Sysctls = map[string]string{}
+				}
+				req.Sysctls[k] = v
+			}
+		}
 	}
 	if _, err := c.Agent.ConfigureNetwork(ctx, req); err != nil {
 		return fmt.Errorf("configuring the network of %s in the guest: %w", c.ID, errgrpc.ToNative(err))

@@ -510,7 +510,8 @@ func testHostNetworkIsNAT(t *testing.T, dhcp bool) {
 // A namespace given by path with the routes CNI plugins other than the
 // bridge make: a /32 address whose gateway has a scope-link route of its
 // own (Cilium, Calico), two default routes told apart by metric, a route
-// to a link-local address (a metadata service). The guest gets them all.
+// to a link-local address (a metadata service), and sysctls set (CNI's
+// tuning plugin). The guest gets them all; the spec's sysctls win.
 // While a process is in the namespace it is another container's, and
 // vzrun refuses it rather than take its traffic.
 func TestNetworkNamespacePathRoutes(t *testing.T) {
@@ -540,9 +541,12 @@ func TestNetworkNamespacePathRoutes(t *testing.T) {
 	sh("ip", "-n", name, "route", "add", "default", "via", gw, "metric", "100")
 	sh("ip", "-n", name, "route", "add", "default", "via", gw2, "metric", "200")
 	sh("ip", "-n", name, "route", "add", "169.254.169.254", "via", gw)
+	// Sysctls a CNI tuning plugin would set; the spec's own win.
+	sh("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.core.somaxconn=555", "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.tcp_keepalive_time=600")
 
-	b := newBundle(t, "ip", "route")
+	b := newBundle(t, "sh", "-c", "ip route; cd /proc/sys/net && echo sysctls $(cat core/somaxconn ipv4/conf/eth0/arp_ignore ipv4/tcp_keepalive_time)")
 	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/" + name})
+	b.Spec.Linux.Sysctl = map[string]string{"net.ipv4.tcp_keepalive_time": "77"}
 	b.save(t)
 
 	// A process in the namespace: refused, nothing made.
@@ -576,6 +580,7 @@ func TestNetworkNamespacePathRoutes(t *testing.T) {
 		"default via " + gw2 + " dev eth0 metric 200",
 		gw + " dev eth0 scope link",
 		"169.254.169.254 via " + gw + " dev eth0",
+		"sysctls 555 1 77",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(r.stdout), " "), want) {
 			t.Errorf("guest lacks %q:\n%s", want, r.stdout)

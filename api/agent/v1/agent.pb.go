@@ -1723,10 +1723,13 @@ func (x *WaitOOMResponse) GetOomKills() uint64 {
 }
 
 type ConfigureNetworkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Interfaces    []*Interface           `protobuf:"bytes,2,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	Routes        []*Route               `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Interfaces  []*Interface           `protobuf:"bytes,2,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes      []*Route               `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Network sysctls set in the host-side namespace (CNI's tuning
+	// plugin), by path under /proc/sys: net/core/somaxconn.
+	Sysctls       map[string]string `protobuf:"bytes,4,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1778,6 +1781,13 @@ func (x *ConfigureNetworkRequest) GetInterfaces() []*Interface {
 func (x *ConfigureNetworkRequest) GetRoutes() []*Route {
 	if x != nil {
 		return x.Routes
+	}
+	return nil
+}
+
+func (x *ConfigureNetworkRequest) GetSysctls() map[string]string {
+	if x != nil {
+		return x.Sysctls
 	}
 	return nil
 }
@@ -2275,13 +2285,17 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\x04R\x05after\".\n" +
 	"\x0fWaitOOMResponse\x12\x1b\n" +
-	"\toom_kills\x18\x01 \x01(\x04R\boomKills\"\xa6\x01\n" +
+	"\toom_kills\x18\x01 \x01(\x04R\boomKills\"\xb2\x02\n" +
 	"\x17ConfigureNetworkRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x129\n" +
 	"\n" +
 	"interfaces\x18\x02 \x03(\v2\x19.vzrun.agent.v1.InterfaceR\n" +
 	"interfaces\x12-\n" +
-	"\x06routes\x18\x03 \x03(\v2\x15.vzrun.agent.v1.RouteR\x06routes\"\x95\x01\n" +
+	"\x06routes\x18\x03 \x03(\v2\x15.vzrun.agent.v1.RouteR\x06routes\x12N\n" +
+	"\asysctls\x18\x04 \x03(\v24.vzrun.agent.v1.ConfigureNetworkRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\fSysctlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\anic_mac\x18\x02 \x01(\tR\x06nicMac\x12\x17\n" +
@@ -2352,7 +2366,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vzrun.agent.v1.Empty
 	(*HelloRequest)(nil),            // 1: vzrun.agent.v1.HelloRequest
@@ -2389,65 +2403,67 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*DeleteContainerRequest)(nil),  // 32: vzrun.agent.v1.DeleteContainerRequest
 	(*DeleteProcessRequest)(nil),    // 33: vzrun.agent.v1.DeleteProcessRequest
 	(*ForwardData)(nil),             // 34: vzrun.agent.v1.ForwardData
+	nil,                             // 35: vzrun.agent.v1.ConfigureNetworkRequest.SysctlsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: vzrun.agent.v1.CreateContainerRequest.rootfs:type_name -> vzrun.agent.v1.Rootfs
 	4,  // 1: vzrun.agent.v1.CreateContainerRequest.shares:type_name -> vzrun.agent.v1.Share
 	30, // 2: vzrun.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vzrun.agent.v1.Interface
 	31, // 3: vzrun.agent.v1.ConfigureNetworkRequest.routes:type_name -> vzrun.agent.v1.Route
-	1,  // 4: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
-	5,  // 5: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
-	6,  // 6: vzrun.agent.v1.Agent.StageSpec:input_type -> vzrun.agent.v1.StageSpecRequest
-	8,  // 7: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
-	10, // 8: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
-	11, // 9: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
-	12, // 10: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
-	14, // 11: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
-	16, // 12: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
-	17, // 13: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
-	18, // 14: vzrun.agent.v1.Agent.CloseOutput:input_type -> vzrun.agent.v1.CloseOutputRequest
-	19, // 15: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
-	20, // 16: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
-	22, // 17: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
-	24, // 18: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
-	24, // 19: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
-	25, // 20: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
-	24, // 21: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
-	27, // 22: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
-	29, // 23: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
-	32, // 24: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
-	33, // 25: vzrun.agent.v1.Agent.DeleteProcess:input_type -> vzrun.agent.v1.DeleteProcessRequest
-	0,  // 26: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
-	34, // 27: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
-	2,  // 28: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
-	7,  // 29: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
-	0,  // 30: vzrun.agent.v1.Agent.StageSpec:output_type -> vzrun.agent.v1.Empty
-	9,  // 31: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
-	0,  // 32: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
-	0,  // 33: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
-	13, // 34: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
-	15, // 35: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
-	0,  // 36: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 37: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
-	0,  // 38: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
-	0,  // 39: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
-	21, // 40: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
-	23, // 41: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
-	0,  // 42: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
-	0,  // 43: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
-	0,  // 44: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
-	26, // 45: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
-	28, // 46: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
-	0,  // 47: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
-	0,  // 48: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
-	0,  // 49: vzrun.agent.v1.Agent.DeleteProcess:output_type -> vzrun.agent.v1.Empty
-	0,  // 50: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
-	34, // 51: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
-	28, // [28:52] is the sub-list for method output_type
-	4,  // [4:28] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	35, // 4: vzrun.agent.v1.ConfigureNetworkRequest.sysctls:type_name -> vzrun.agent.v1.ConfigureNetworkRequest.SysctlsEntry
+	1,  // 5: vzrun.agent.v1.Agent.Hello:input_type -> vzrun.agent.v1.HelloRequest
+	5,  // 6: vzrun.agent.v1.Agent.CreateContainer:input_type -> vzrun.agent.v1.CreateContainerRequest
+	6,  // 7: vzrun.agent.v1.Agent.StageSpec:input_type -> vzrun.agent.v1.StageSpecRequest
+	8,  // 8: vzrun.agent.v1.Agent.Start:input_type -> vzrun.agent.v1.StartRequest
+	10, // 9: vzrun.agent.v1.Agent.Exec:input_type -> vzrun.agent.v1.ExecRequest
+	11, // 10: vzrun.agent.v1.Agent.Signal:input_type -> vzrun.agent.v1.SignalRequest
+	12, // 11: vzrun.agent.v1.Agent.Wait:input_type -> vzrun.agent.v1.WaitRequest
+	14, // 12: vzrun.agent.v1.Agent.ReadStdio:input_type -> vzrun.agent.v1.ReadStdioRequest
+	16, // 13: vzrun.agent.v1.Agent.WriteStdin:input_type -> vzrun.agent.v1.WriteStdinRequest
+	17, // 14: vzrun.agent.v1.Agent.CloseStdin:input_type -> vzrun.agent.v1.CloseStdinRequest
+	18, // 15: vzrun.agent.v1.Agent.CloseOutput:input_type -> vzrun.agent.v1.CloseOutputRequest
+	19, // 16: vzrun.agent.v1.Agent.ResizePty:input_type -> vzrun.agent.v1.ResizePtyRequest
+	20, // 17: vzrun.agent.v1.Agent.State:input_type -> vzrun.agent.v1.StateRequest
+	22, // 18: vzrun.agent.v1.Agent.Pids:input_type -> vzrun.agent.v1.PidsRequest
+	24, // 19: vzrun.agent.v1.Agent.Pause:input_type -> vzrun.agent.v1.ContainerRequest
+	24, // 20: vzrun.agent.v1.Agent.Resume:input_type -> vzrun.agent.v1.ContainerRequest
+	25, // 21: vzrun.agent.v1.Agent.Update:input_type -> vzrun.agent.v1.UpdateRequest
+	24, // 22: vzrun.agent.v1.Agent.Stats:input_type -> vzrun.agent.v1.ContainerRequest
+	27, // 23: vzrun.agent.v1.Agent.WaitOOM:input_type -> vzrun.agent.v1.WaitOOMRequest
+	29, // 24: vzrun.agent.v1.Agent.ConfigureNetwork:input_type -> vzrun.agent.v1.ConfigureNetworkRequest
+	32, // 25: vzrun.agent.v1.Agent.DeleteContainer:input_type -> vzrun.agent.v1.DeleteContainerRequest
+	33, // 26: vzrun.agent.v1.Agent.DeleteProcess:input_type -> vzrun.agent.v1.DeleteProcessRequest
+	0,  // 27: vzrun.agent.v1.Agent.Shutdown:input_type -> vzrun.agent.v1.Empty
+	34, // 28: vzrun.agent.v1.Forwarder.Forward:input_type -> vzrun.agent.v1.ForwardData
+	2,  // 29: vzrun.agent.v1.Agent.Hello:output_type -> vzrun.agent.v1.HelloResponse
+	7,  // 30: vzrun.agent.v1.Agent.CreateContainer:output_type -> vzrun.agent.v1.CreateContainerResponse
+	0,  // 31: vzrun.agent.v1.Agent.StageSpec:output_type -> vzrun.agent.v1.Empty
+	9,  // 32: vzrun.agent.v1.Agent.Start:output_type -> vzrun.agent.v1.StartResponse
+	0,  // 33: vzrun.agent.v1.Agent.Exec:output_type -> vzrun.agent.v1.Empty
+	0,  // 34: vzrun.agent.v1.Agent.Signal:output_type -> vzrun.agent.v1.Empty
+	13, // 35: vzrun.agent.v1.Agent.Wait:output_type -> vzrun.agent.v1.WaitResponse
+	15, // 36: vzrun.agent.v1.Agent.ReadStdio:output_type -> vzrun.agent.v1.ReadStdioResponse
+	0,  // 37: vzrun.agent.v1.Agent.WriteStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 38: vzrun.agent.v1.Agent.CloseStdin:output_type -> vzrun.agent.v1.Empty
+	0,  // 39: vzrun.agent.v1.Agent.CloseOutput:output_type -> vzrun.agent.v1.Empty
+	0,  // 40: vzrun.agent.v1.Agent.ResizePty:output_type -> vzrun.agent.v1.Empty
+	21, // 41: vzrun.agent.v1.Agent.State:output_type -> vzrun.agent.v1.StateResponse
+	23, // 42: vzrun.agent.v1.Agent.Pids:output_type -> vzrun.agent.v1.PidsResponse
+	0,  // 43: vzrun.agent.v1.Agent.Pause:output_type -> vzrun.agent.v1.Empty
+	0,  // 44: vzrun.agent.v1.Agent.Resume:output_type -> vzrun.agent.v1.Empty
+	0,  // 45: vzrun.agent.v1.Agent.Update:output_type -> vzrun.agent.v1.Empty
+	26, // 46: vzrun.agent.v1.Agent.Stats:output_type -> vzrun.agent.v1.StatsResponse
+	28, // 47: vzrun.agent.v1.Agent.WaitOOM:output_type -> vzrun.agent.v1.WaitOOMResponse
+	0,  // 48: vzrun.agent.v1.Agent.ConfigureNetwork:output_type -> vzrun.agent.v1.Empty
+	0,  // 49: vzrun.agent.v1.Agent.DeleteContainer:output_type -> vzrun.agent.v1.Empty
+	0,  // 50: vzrun.agent.v1.Agent.DeleteProcess:output_type -> vzrun.agent.v1.Empty
+	0,  // 51: vzrun.agent.v1.Agent.Shutdown:output_type -> vzrun.agent.v1.Empty
+	34, // 52: vzrun.agent.v1.Forwarder.Forward:output_type -> vzrun.agent.v1.ForwardData
+	29, // [29:53] is the sub-list for method output_type
+	5,  // [5:29] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2461,7 +2477,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

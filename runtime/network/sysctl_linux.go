@@ -1,0 +1,109 @@
+package network
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ChangedSysctls lists the network sysctls of the namespace at nsPath
+// that differ from those of a new namespace: what CNI plugins set there
+// (the tuning plugin's somaxconn, an interface's arp_ignore), which the
+// guest's namespace must get too. Keys are paths under /proc/sys
+// ("net/core/somaxconn"); of the per-interface ones only ifName's are
+// read, compared with what a new interface gets (conf/default).
+func ChangedSysctls(nsPath, ifName string) (map[string]string, error) {
+	// The two namespaces are read at once, each on a thread of its own.
+	var in, fresh map[string]string
+	freshErr := make(chan error, 1)
+	go func() {
+		freshErr <- onThread(func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("making a network namespace to compare sysctls with: %w", err)
+			}
+			return nil
+		}, func() error {
+			var err error
+			fresh, err = readNetSysctls("")
+			return err
+		})
+	}()
+	err := inNS(nsPath, func() error {
+		var err error
+		in, err = readNetSysctls(ifName)
+		return err
+	})
+	if ferr := <-freshErr; err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	changed := map[string]string{}
+	for k, v := range in {
+		base := k
+		if ifName != "" {
+			base = strings.Replace(k, "/"+ifName+"/", "/default/", 1)
+		}
+		if was, ok := fresh[base]; ok && was != v {
+			changed[k] = v
+		}
+	}
+	return changed, nil
+}
+
+// readNetSysctls reads the writable sysctls under /proc/sys/net of this
+// thread's network namespace, skipping per-interface directories other
+// than all, default and ifName's.
+func readNetSysctls(ifName string) (map[string]string, error) {
+	out := map[string]string{}
+	buf := make([]byte, 4096)
+	root := "/proc/sys/net"
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil // gone, or unreadable: not ours to copy
+		}
+		if d.IsDir() {
+			// Connection tracking's tables are the host's business,
+			// and the walk's largest part.
+			if d.Name() == "netfilter" {
+				return filepath.SkipDir
+			}
+			parent := filepath.Base(filepath.Dir(path))
+			if (parent == "conf" || parent == "neigh") && path != root {
+				if n := d.Name(); n != "all" && n != "default" && n != ifName {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		}
+		// An interface's MTU is its link's, which the guest's NIC takes.
+		if d.Name() == "mtu" {
+			return nil
+		}
+		if v, ok := readSysctl(path, buf); ok {
+			out[strings.TrimPrefix(path, "/proc/sys/")] = v
+		}
+		return nil
+	})
+	return out, err
+}
+
+// readSysctl reads a sysctl file with raw calls (a walk reads hundreds);
+// false for one that cannot be read (write-only: flush) or is longer
+// than buf.
+func readSysctl(path string, buf []byte) (string, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", false
+	}
+	defer unix.Close(fd)
+	n, err := unix.Read(fd, buf)
+	if err != nil || n == len(buf) {
+		return "", false
+	}
+	return strings.TrimSpace(string(buf[:n])), true
+}
