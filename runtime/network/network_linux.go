@@ -235,12 +235,7 @@ func (t *Tap) moveInto(nsPath string) error {
 // Inspect lists the interfaces (but lo and those named in skip) of the
 // namespace at nsPath, with their routes.
 func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	h, err := handleAt(nsPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -309,6 +304,16 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// handleAt is a netlink handle in the network namespace at nsPath.
+func handleAt(nsPath string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+}
+
 // Connect moves the tap into the namespace at nsPath and joins it to ifc
 // there: everything that arrives on one leaves by the other, and the tap
 // takes ifc's MTU.
@@ -316,12 +321,7 @@ func Connect(nsPath string, tap *Tap, ifc Interface) error {
 	if err := tap.moveInto(nsPath); err != nil {
 		return err
 	}
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return fmt.Errorf("network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	h, err := handleAt(nsPath)
 	if err != nil {
 		return err
 	}
@@ -379,16 +379,11 @@ func redirect(h *netlink.Handle, from, to netlink.Link) error {
 // with it the redirect); the tap goes by itself. A namespace or interface
 // already gone is not an error.
 func Disconnect(nsPath, ifName string) error {
-	ns, err := netns.GetFromPath(nsPath)
+	h, err := handleAt(nsPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
 		return err
 	}
 	defer h.Close()
@@ -414,12 +409,7 @@ func Disconnect(nsPath, ifName string) error {
 // nsPath, as the namespace's end would: a veth's peer on a bridge goes
 // with it.
 func RemoveLinks(nsPath string) error {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return fmt.Errorf("network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	h, err := handleAt(nsPath)
 	if err != nil {
 		return err
 	}
