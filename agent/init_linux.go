@@ -48,7 +48,12 @@ func setupGuest() error {
 	// A block-device rootfs (ext4) loses what sits dirty in the guest's
 	// page cache if the VM is killed: write it back within ~0.1 s rather
 	// than the kernel's 30 s (the host keeps what reached the disk).
-	for name, v := range map[string]string{"dirty_expire_centisecs": "10", "dirty_writeback_centisecs": "10"} {
+	// overcommit_memory=1: the VM is sized to the container's memory
+	// limit, and the kernel's heuristic refused any allocation larger
+	// than the VM (a 200 MB buffer under --memory 64m failed with
+	// ENOMEM) where a host runc runs on allows it and the container's
+	// cgroup limit then OOM-kills the process, as it does here now.
+	for name, v := range map[string]string{"dirty_expire_centisecs": "10", "dirty_writeback_centisecs": "10", "overcommit_memory": "1"} {
 		if err := os.WriteFile("/proc/sys/vm/"+name, []byte(v), 0o644); err != nil {
 			return fmt.Errorf("vm.%s: %w", name, err)
 		}

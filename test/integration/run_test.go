@@ -286,6 +286,20 @@ func TestRunManyFilesUnderLowFileLimit(t *testing.T) {
 	}
 }
 
+// Under a memory limit a process that allocates more than the limit is
+// killed by the container's cgroup (137), as under runc, though the VM is
+// sized to the limit: the guest does not refuse the allocation itself.
+func TestRunMemoryLimitKillsLargeAllocation(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
+	limit := int64(64 << 20)
+	b.Spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	b.save(t)
+	if r := v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code != 137 {
+		t.Errorf("a 200 MB buffer under a 64 MiB limit: exit %d, want 137 (OOM-killed): %s", r.code, r.stderr)
+	}
+}
+
 func TestRunSizesVMFromSpec(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sh", "-c", "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo")
