@@ -584,6 +584,12 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *p
 		return nil, errors.New("cannot exec in a stopped state")
 	default:
 	}
+	s.mu.Lock()
+	paused := s.paused
+	s.mu.Unlock()
+	if paused {
+		return nil, fmt.Errorf("cannot exec in a paused state: %w", errdefs.ErrFailedPrecondition)
+	}
 	var ps specs.Process
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil {
 		return nil, fmt.Errorf("exec %s: bad process spec: %w", r.ExecID, errdefs.ErrInvalidArgument)

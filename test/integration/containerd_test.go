@@ -331,6 +331,10 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 	if !strings.Contains(c.ctrOK("task", "ls"), "PAUSED") {
 		t.Errorf("task ls after pause: %s", c.ctrOK("task", "ls"))
 	}
+	// Refused in the runc shim's words.
+	if _, errs, code := c.ctr("", "task", "exec", "--exec-id", "p1", "life", "true"); code == 0 || !strings.Contains(errs, "cannot exec in a paused state") {
+		t.Errorf("exec in a paused task: exit %d, %q", code, errs)
+	}
 	c.ctrOK("task", "resume", "life")
 	if ls := c.ctrOK("task", "ls"); !strings.Contains(ls, "RUNNING") {
 		t.Errorf("task ls after resume: %s", ls)
