@@ -615,7 +615,17 @@ func TestCreateInterruptedWhileCreating(t *testing.T) {
 			id := uniqueID(t)
 			cmd := v.cmd("create", "--bundle", b.Dir, id)
 			startDetachingInBackground(t, cmd)
-			waitFor(t, 60*time.Second, func() bool { return v.run("", "state", id).code == 0 })
+			// Interrupted once the monitor runs: before, the state is
+			// create's own, and a kill -9 then leaves it to delete, as
+			// runc's does.
+			waitFor(t, 60*time.Second, func() bool {
+				for _, p := range processesMentioning(id) {
+					if strings.Contains(p, " monitor ") {
+						return true
+					}
+				}
+				return false
+			})
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
