@@ -374,11 +374,18 @@ func listImage(ctx context.Context, img string) ([]imageEntry, error) {
 		}
 		var next []imageEntry
 		for i, lines := range out {
-			for _, l := range lines {
+			for j := 0; j < len(lines); j++ {
+				l := lines[j]
 				if l == "" {
 					continue
 				}
-				// /INO/MODE/UID/GID/NAME/SIZE/ (a directory's size is empty)
+				// /INO/MODE/UID/GID/NAME/SIZE/ (a directory's size is
+				// empty). A name cannot hold a slash but can hold a
+				// newline: an entry goes on until its seventh slash.
+				for strings.Count(l, "/") < 7 && j+1 < len(lines) {
+					j++
+					l += "\n" + lines[j]
+				}
 				f := strings.Split(l, "/")
 				if len(f) != 8 || f[0] != "" || f[7] != "" {
 					return nil, fmt.Errorf("debugfs ls -p: unexpected line %q", l)

@@ -57,6 +57,10 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(os.Chown(filepath.Join(rootfs, "var/mail"), 0, 8))
 	must(unix.Chmod(filepath.Join(rootfs, "var/mail"), 0o2775))
 	must(os.Symlink("su", filepath.Join(rootfs, "usr/bin/su-link")))
+	// A name with a newline (debugfs lists it on two lines), and a hard
+	// link beside it that must stay one.
+	must(os.WriteFile(filepath.Join(rootfs, "new\nline"), []byte("nl"), 0o644))
+	must(os.Link(filepath.Join(rootfs, "new\nline"), filepath.Join(rootfs, "nl-link")))
 	must(os.Lchown(filepath.Join(rootfs, "usr/bin/su-link"), 65534, 65534))
 
 	img := filepath.Join(bundle, "rootfs.ext4")
@@ -103,6 +107,12 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 			t.Errorf("%s: mode %o rdev %d:%d gid %d, want %o %d:%d gid %d", c.path, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Gid,
 				c.typ|c.mode, unix.Major(c.rdev), unix.Minor(c.rdev), c.gid)
 		}
+	}
+	var nl, nlLink unix.Stat_t
+	must(unix.Stat(filepath.Join(rootfs, "new\nline"), &nl))
+	must(unix.Stat(filepath.Join(rootfs, "nl-link"), &nlLink))
+	if nl.Ino != nlLink.Ino {
+		t.Errorf("hard link of a name with a newline: inodes %d and %d", nl.Ino, nlLink.Ino)
 	}
 	var link unix.Stat_t
 	must(unix.Lstat(filepath.Join(rootfs, "usr/bin/su-link"), &link))
