@@ -173,6 +173,18 @@ func (p *proxy) Wait(ctx context.Context, req *api.WaitRequest) (*api.WaitRespon
 			return err
 		})
 		log.G(ctx).WithError(kerr).WithFields(log.Fields{"id": req.ContainerId, "exec": req.ExecId}).Debug("the exec's host process is gone: killed the exec")
+		// No one is left to delete it: once it has ended, the agent
+		// forgets it and releases its stdio.
+		derr := p.withVCPUs(kctx, func() error {
+			if _, err := p.AgentService.Wait(kctx, req); err != nil {
+				return err
+			}
+			_, err := p.AgentService.DeleteProcess(kctx, &api.DeleteProcessRequest{ContainerId: req.ContainerId, ExecId: req.ExecId})
+			return err
+		})
+		if derr != nil {
+			log.G(ctx).WithError(derr).WithFields(log.Fields{"id": req.ContainerId, "exec": req.ExecId}).Debug("deleting the killed exec")
+		}
 	}
 	return resp, err
 }
