@@ -247,6 +247,68 @@ func TestRunGuestClock(t *testing.T) {
 	}
 }
 
+// A process in the container with CAP_SETFCAP sets a file capability
+// (what setcap and dpkg do) and, with CAP_SYS_ADMIN, a trusted.*
+// attribute, on the default rootfs (9p in a VM restored from a template),
+// and they are on the host's file, as under runc.
+func TestRunSetsPrivilegedXattrs(t *testing.T) {
+	v := newVZ(t)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "go.mod"), "module setx\n\ngo 1.26\n")
+	writeFile(t, filepath.Join(src, "main.go"), `package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+)
+
+func main() {
+	capability := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, x := range []struct{ name string; value []byte }{{"security.capability", capability}, {"trusted.vzrun", []byte("t")}} {
+		if err := syscall.Setxattr(os.Args[1], x.name, x.value, 0); err != nil {
+			fmt.Println(x.name, err)
+			os.Exit(1)
+		}
+	}
+	if err := syscall.Removexattr(os.Args[1], "trusted.vzrun"); err != nil {
+		fmt.Println("remove", err)
+		os.Exit(1)
+	}
+	if err := syscall.Setxattr(os.Args[1], "trusted.kept", []byte("k"), 0); err != nil {
+		fmt.Println("trusted.kept", err)
+		os.Exit(1)
+	}
+	fmt.Println("set")
+}
+`)
+	b := newBundle(t, "/setx", "/target")
+	caps := append(b.Spec.Process.Capabilities.Bounding, "CAP_SETFCAP", "CAP_SYS_ADMIN")
+	b.Spec.Process.Capabilities.Bounding, b.Spec.Process.Capabilities.Effective, b.Spec.Process.Capabilities.Permitted = caps, caps, caps
+	b.Spec.Root.Readonly = false
+	b.save(t)
+	build := exec.Command("go", "build", "-o", filepath.Join(b.rootfs(), "setx"), ".")
+	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the helper: %v: %s", err, out)
+	}
+	writeFile(t, filepath.Join(b.rootfs(), "target"), "x")
+	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "set" {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	buf := make([]byte, 64)
+	for _, x := range []struct{ name, want string }{{"security.capability", "\x01\x00\x00\x02\x00 "}, {"trusted.kept", "k"}} {
+		n, err := syscall.Getxattr(filepath.Join(b.rootfs(), "target"), x.name, buf)
+		if err != nil || !strings.HasPrefix(string(buf[:n]), x.want) {
+			t.Errorf("host file's %s: %q, %v", x.name, buf[:max(n, 0)], err)
+		}
+	}
+	if _, err := syscall.Getxattr(filepath.Join(b.rootfs(), "target"), "trusted.vzrun", buf); err == nil {
+		t.Errorf("trusted.vzrun was not removed")
+	}
+}
+
 // A container given /dev/net/tun (nerdctl --device /dev/net/tun: VPN
 // clients, wireguard-go) can open it: the guest kernel has the driver
 // behind the host's device number.

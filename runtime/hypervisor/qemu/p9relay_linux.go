@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +39,9 @@ const (
 	p9Chmod   = 11
 	p9Chown   = 12
 
+	p9SetXattr    = 19
+	p9RemoveXattr = 20
+
 	p9HeaderSize = 8
 	p9MaxIO      = 64 * 1024
 	p9FDValid    = math.MaxInt32
@@ -54,10 +58,15 @@ type p9Fixup struct {
 
 // relay9p passes the 9p proxy protocol between QEMU's end (qemu) and the
 // helper's (helper), both blocking stream sockets, until either closes;
-// it closes both.
-func relay9p(qemu, helper int) error {
+// it closes both. root, if not -1, is an O_PATH descriptor of the shared
+// directory (closed too): the relay sets and removes security.* and
+// trusted.* extended attributes there itself (see privilegedXattr).
+func relay9p(qemu, helper, root int) error {
 	defer unix.Close(qemu)
 	defer unix.Close(helper)
+	if root >= 0 {
+		defer unix.Close(root)
+	}
 	for {
 		req, err := readMessage(qemu)
 		if err != nil {
@@ -65,6 +74,12 @@ func relay9p(qemu, helper int) error {
 				return nil
 			}
 			return fmt.Errorf("reading from qemu: %w", err)
+		}
+		if status, ok := privilegedXattr(root, req); ok {
+			if err := writeFull(qemu, p9Status(status)); err != nil {
+				return fmt.Errorf("writing to qemu: %w", err)
+			}
+			continue
 		}
 		fix := rewrite9p(req)
 		if err := writeFull(helper, req); err != nil {
@@ -104,6 +119,85 @@ func relay9p(qemu, helper int) error {
 			return fmt.Errorf("writing to qemu: %w", err)
 		}
 	}
+}
+
+// privilegedXattr does a request to set or remove a security.* or
+// trusted.* extended attribute (setcap writes security.capability), which
+// the helper refuses: it keeps only the capabilities to create and chown
+// files, not CAP_SETFCAP or CAP_SYS_ADMIN. The path is resolved inside
+// the shared directory (RESOLVE_IN_ROOT: no symlink or .. leads out),
+// without following a final symlink. ok is false for any other request.
+func privilegedXattr(root int, req []byte) (status int32, ok bool) {
+	typ := binary.NativeEndian.Uint32(req)
+	if root < 0 || (typ != p9SetXattr && typ != p9RemoveXattr) {
+		return 0, false
+	}
+	path, rest, ok := p9String(req[p9HeaderSize:])
+	if !ok {
+		return 0, false
+	}
+	name, rest, ok := p9String(rest)
+	name = strings.TrimRight(name, "\x00")
+	if !ok || !(strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "trusted.")) {
+		return 0, false
+	}
+	var value []byte
+	var flags int
+	if typ == p9SetXattr { // path, name, value, size, flags
+		v, rest, ok := p9String(rest)
+		if !ok || len(rest) < 8 {
+			return 0, false
+		}
+		size := int(int32(binary.NativeEndian.Uint32(rest)))
+		if size < 0 || size > len(v) {
+			return -int32(unix.EINVAL), true
+		}
+		value, flags = []byte(v)[:size], int(int32(binary.NativeEndian.Uint32(rest[4:])))
+	}
+	// QEMU's path strings carry their C terminator.
+	rel := strings.TrimLeft(strings.TrimRight(path, "\x00"), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return errnoStatus(err), true
+	}
+	defer unix.Close(fd)
+	// The descriptor's /proc link reaches the file itself (an O_PATH
+	// descriptor takes no xattr calls of its own).
+	at := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if typ == p9SetXattr {
+		err = unix.Setxattr(at, name, value, flags)
+	} else {
+		err = unix.Removexattr(at, name)
+	}
+	if err != nil {
+		return errnoStatus(err), true
+	}
+	return 0, true
+}
+
+func errnoStatus(err error) int32 {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return -int32(errno)
+	}
+	return -int32(unix.EIO)
+}
+
+// p9Status is a status answer: T_SUCCESS or T_ERROR with a negative errno.
+func p9Status(status int32) []byte {
+	typ := uint32(p9Success)
+	if status < 0 {
+		typ = p9Error
+	}
+	msg := binary.NativeEndian.AppendUint32(nil, typ)
+	msg = binary.NativeEndian.AppendUint32(msg, 4)
+	return binary.NativeEndian.AppendUint32(msg, uint32(status))
 }
 
 // rewrite9p changes a create request as uid 0 with another gid into one
