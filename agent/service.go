@@ -155,10 +155,10 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 		}
 		shares[sh.HostPath] = filepath.Join(mp, sh.Path)
 	}
-	droppedDevices, err := guestSpecDevices(&spec, id, root, shares)
-	if err != nil {
+	if err := guestSpec(&spec, id, root, shares); err != nil {
 		return nil, err
 	}
+	droppedDevices := dropMissingDevices(&spec)
 	asLimit := takeAddressSpaceLimit(spec.Process)
 	b, err := specjson.Marshal(&spec)
 	if err != nil {

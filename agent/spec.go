@@ -18,43 +18,6 @@ import (
 //
 // shares maps a host path to where the guest sees it.
 func guestSpec(s *specs.Spec, id, rootPath string, shares map[string]string) error {
-	_, err := guestSpecDevices(s, id, rootPath, shares)
-	return err
-}
-
-// guestHasDevice says whether the guest kernel has a device of type (c, u
-// or b) and number.
-var guestHasDevice = func(typ string, major, minor int64) bool {
-	class := "char"
-	if typ == "b" {
-		class = "block"
-	}
-	_, err := os.Stat(fmt.Sprintf("/sys/dev/%s/%d:%d", class, major, minor))
-	return err == nil
-}
-
-// guestSpecDevices is guestSpec; it also returns the devices left out
-// because the guest kernel has nothing behind their numbers (nerdctl
-// --device /dev/kvm, --privileged's copy of the host's /dev): such a node
-// would fail every open (ENXIO, ENODEV), or be another device.
-func guestSpecDevices(s *specs.Spec, id, rootPath string, shares map[string]string) ([]string, error) {
-	if err := guestSpecOnly(s, id, rootPath, shares); err != nil {
-		return nil, err
-	}
-	var kept []specs.LinuxDevice
-	var dropped []string
-	for _, d := range s.Linux.Devices {
-		if d.Type != "p" && !guestHasDevice(d.Type, d.Major, d.Minor) {
-			dropped = append(dropped, fmt.Sprintf("%s (%s %d:%d)", d.Path, d.Type, d.Major, d.Minor))
-			continue
-		}
-		kept = append(kept, d)
-	}
-	s.Linux.Devices = kept
-	return dropped, nil
-}
-
-func guestSpecOnly(s *specs.Spec, id, rootPath string, shares map[string]string) error {
 	if s.Root == nil {
 		return fmt.Errorf("spec has no root: %w", errdefs.ErrInvalidArgument)
 	}
@@ -182,4 +145,33 @@ func guestHookPaths(hooks []specs.Hook, rootPath string) []specs.Hook {
 		out[i] = h
 	}
 	return out
+}
+
+// guestHasDevice says whether the guest kernel has a device of type (c, u
+// or b) and number.
+var guestHasDevice = func(typ string, major, minor int64) bool {
+	class := "char"
+	if typ == "b" {
+		class = "block"
+	}
+	_, err := os.Stat(fmt.Sprintf("/sys/dev/%s/%d:%d", class, major, minor))
+	return err == nil
+}
+
+// dropMissingDevices leaves out of a guest spec the devices the guest
+// kernel has nothing behind (nerdctl --device /dev/kvm, --privileged's
+// copy of the host's /dev): such a node would fail every open (ENXIO,
+// ENODEV), or be another device. It returns what it left out.
+func dropMissingDevices(s *specs.Spec) []string {
+	var kept []specs.LinuxDevice
+	var dropped []string
+	for _, d := range s.Linux.Devices {
+		if d.Type != "p" && !guestHasDevice(d.Type, d.Major, d.Minor) {
+			dropped = append(dropped, fmt.Sprintf("%s (%s %d:%d)", d.Path, d.Type, d.Major, d.Minor))
+			continue
+		}
+		kept = append(kept, d)
+	}
+	s.Linux.Devices = kept
+	return dropped
 }
