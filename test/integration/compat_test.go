@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -361,9 +360,7 @@ func TestSpecialFilesOnRootfs(t *testing.T) {
 // prints what it was sent; it returns the binary.
 func buildUnixSocketProbe(t *testing.T) []byte {
 	t.Helper()
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "go.mod"), "module usock\n\ngo 1.22\n")
-	writeFile(t, filepath.Join(dir, "main.go"), `package main
+	return buildStatic(t, "usock", `package main
 
 import (
 	"fmt"
@@ -393,17 +390,6 @@ func main() {
 	fmt.Println(string(b[:n]))
 }
 `)
-	cmd := exec.Command("go", "build", "-o", "usock", ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the unix socket probe: %v\n%s", err, out)
-	}
-	bin, err := os.ReadFile(filepath.Join(dir, "usock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // An empty seccomp flags list means no flags to runc, a missing one its

@@ -357,3 +357,24 @@ func (s *consoleSocket) master(t *testing.T, d time.Duration) console.Console {
 		return nil
 	}
 }
+
+// buildStatic builds a static Go program from source (a main package of
+// the standard library only), for what busybox has no applet for, and
+// returns the binary.
+func buildStatic(t *testing.T, name, source string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "go.mod"), "module "+name+"\n\ngo 1.22\n")
+	writeFile(t, filepath.Join(dir, "main.go"), source)
+	cmd := exec.Command("go", "build", "-o", name, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", name, err, out)
+	}
+	bin, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
