@@ -1,12 +1,14 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -170,40 +172,10 @@ func completeDump(ctx context.Context, img, dump string) error {
 	if err != nil {
 		return err
 	}
-	// Device numbers, from debugfs stat.
-	var devs []imageEntry
-	for _, e := range entries {
-		if t := e.mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
-			devs = append(devs, e)
-		}
+	inodes, err := statImage(ctx, img, entries)
+	if err != nil {
+		return err
 	}
-	rdev := map[string]int{}
-	if len(devs) > 0 {
-		cmds := make([]string, len(devs))
-		for i, e := range devs {
-			cmds[i] = "stat " + e.ino
-		}
-		out, err := debugfsBatch(ctx, img, cmds)
-		if err != nil {
-			return err
-		}
-		for i, lines := range out {
-			var major, minor uint32
-			found := false
-			for _, l := range lines {
-				if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "Device major/minor number:"); ok {
-					if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d:%d", &major, &minor); err == nil {
-						found = true
-					}
-				}
-			}
-			if !found {
-				return fmt.Errorf("no device number for %s", devs[i].path)
-			}
-			rdev[devs[i].ino] = int(unix.Mkdev(major, minor))
-		}
-	}
-
 	first := map[string]string{} // inode -> the first path it was seen at
 	var attrOwners []imageEntry
 	for _, e := range entries {
@@ -232,7 +204,7 @@ func completeDump(ctx context.Context, img, dump string) error {
 		switch t {
 		case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
 			_ = os.Remove(dst)
-			if err := unix.Mknod(dst, e.mode, rdev[e.ino]); err != nil {
+			if err := unix.Mknod(dst, e.mode, inodes[e.ino].rdev); err != nil {
 				return fmt.Errorf("mknod %s: %w", e.path, err)
 			}
 			if err := os.Lchown(dst, e.uid, e.gid); err != nil {
@@ -247,7 +219,266 @@ func completeDump(ctx context.Context, img, dump string) error {
 	if err := copyXattrs(ctx, img, dump, attrOwners); err != nil {
 		return err
 	}
-	return fixModes(entries, dump)
+	if err := fixModes(entries, dump); err != nil {
+		return err
+	}
+	if err := punchHoles(ctx, img, dump, first, inodes); err != nil {
+		return err
+	}
+	// Last: every change above to a directory's entries moved its mtime.
+	return setTimes(entries, dump, inodes)
+}
+
+// ext4InlineDataFlag marks an inode whose data is in the inode
+// (EXT4_INLINE_DATA_FL).
+const ext4InlineDataFlag = 0x10000000
+
+// inode is what debugfs stat tells of an inode that ls -p does not.
+type inode struct {
+	rdev         int   // a device node's number
+	size, blocks int64 // bytes; 512-byte blocks allocated
+	inline       bool  // data in the inode (ext4's inline_data)
+	atime, mtime unix.Timespec
+	haveTimes    bool
+}
+
+// statImage runs debugfs stat on each inode of entries (sockets aside:
+// nothing is carried back for them).
+func statImage(ctx context.Context, img string, entries []imageEntry) (map[string]*inode, error) {
+	var inos []string
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if e.mode&unix.S_IFMT != unix.S_IFSOCK && !seen[e.ino] {
+			seen[e.ino] = true
+			inos = append(inos, e.ino)
+		}
+	}
+	inodes := make(map[string]*inode, len(inos))
+	if len(inos) == 0 {
+		return inodes, nil
+	}
+	cmds := make([]string, len(inos))
+	for i, ino := range inos {
+		cmds[i] = "stat " + ino
+	}
+	out, err := debugfsBatch(ctx, img, cmds)
+	if err != nil {
+		return nil, err
+	}
+	for i, lines := range out {
+		n, err := parseStat(lines)
+		if err != nil {
+			return nil, fmt.Errorf("debugfs stat %s: %w", inos[i], err)
+		}
+		inodes[inos[i]] = n
+	}
+	return inodes, nil
+}
+
+// parseStat reads debugfs stat's output: sizes, the device number, the
+// flags and the access and modification times with their nanoseconds.
+func parseStat(lines []string) (*inode, error) {
+	n := &inode{}
+	var have int
+	var haveSize bool
+	for _, l := range lines {
+		f := strings.Fields(l)
+		for j := 0; j+1 < len(f); j++ {
+			var err error
+			switch f[j] {
+			case "Flags:":
+				var flags uint64
+				flags, err = strconv.ParseUint(strings.TrimPrefix(f[j+1], "0x"), 16, 32)
+				n.inline = flags&ext4InlineDataFlag != 0
+			case "Size:":
+				// The inode's; a later line has the fragment's.
+				if !haveSize {
+					n.size, err = strconv.ParseInt(f[j+1], 10, 64)
+					haveSize = true
+				}
+			case "Blockcount:":
+				n.blocks, err = strconv.ParseInt(f[j+1], 10, 64)
+			case "atime:", "mtime:":
+				var ts unix.Timespec
+				ts, err = parseInodeTime(f[j+1])
+				if f[j] == "atime:" {
+					n.atime = ts
+				} else {
+					n.mtime = ts
+				}
+				have++
+			case "number:":
+				var major, minor uint32
+				if _, err = fmt.Sscanf(f[j+1], "%d:%d", &major, &minor); err == nil {
+					n.rdev = int(unix.Mkdev(major, minor))
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("line %q: %w", l, err)
+			}
+		}
+	}
+	n.haveTimes = have == 2
+	return n, nil
+}
+
+// parseInodeTime reads debugfs's "0xSECONDS[:0xEXTRA]": ext4 keeps the
+// seconds signed in 32 bits, and in the extra field the nanoseconds
+// (above two bits) and two more bits of seconds, for dates past 2038.
+func parseInodeTime(s string) (unix.Timespec, error) {
+	secHex, extraHex, hasExtra := strings.Cut(strings.TrimPrefix(s, "0x"), ":")
+	sec, err := strconv.ParseUint(secHex, 16, 32)
+	if err != nil {
+		return unix.Timespec{}, err
+	}
+	var extra uint64
+	if hasExtra {
+		if extra, err = strconv.ParseUint(strings.TrimPrefix(extraHex, "0x"), 16, 32); err != nil {
+			return unix.Timespec{}, err
+		}
+	}
+	return unix.Timespec{
+		Sec:  int64(int32(uint32(sec))) + int64(extra&3)<<32,
+		Nsec: int64(extra >> 2),
+	}, nil
+}
+
+// punchHoles makes the dumped copy of each sparse file of img sparse
+// again (rdump writes a hole's zeros out): the ranges no initialised
+// extent covers are punched out, so a container's sparse file (a database
+// preallocating, a disk image) does not grow the bundle by its size.
+func punchHoles(ctx context.Context, img, dump string, paths map[string]string, inodes map[string]*inode) error {
+	var sparse []string
+	for ino, n := range inodes {
+		if p, ok := paths[ino]; ok && !n.inline && n.size > 0 && n.blocks*512 < n.size {
+			if fi, err := os.Lstat(filepath.Join(dump, p)); err == nil && fi.Mode().IsRegular() {
+				sparse = append(sparse, ino)
+			}
+		}
+	}
+	if len(sparse) == 0 {
+		return nil
+	}
+	bs, err := imageBlockSize(ctx, img)
+	if err != nil {
+		return err
+	}
+	cmds := make([]string, len(sparse))
+	for i, ino := range sparse {
+		cmds[i] = "dump_extents -l " + ino
+	}
+	out, err := debugfsBatch(ctx, img, cmds)
+	if err != nil {
+		return err
+	}
+	for i, lines := range out {
+		ino := sparse[i]
+		data, err := parseExtents(lines)
+		if err != nil {
+			return fmt.Errorf("debugfs dump_extents %s: %w", ino, err)
+		}
+		if err := punch(filepath.Join(dump, paths[ino]), holes(data, bs, inodes[ino].size)); err != nil {
+			return fmt.Errorf("making %s sparse: %w", paths[ino], err)
+		}
+	}
+	return nil
+}
+
+// span is a byte range [off, off+len).
+type span struct{ off, len int64 }
+
+// parseExtents reads the leaf lines of debugfs dump_extents -l ("LEVEL/
+// DEPTH ENTRY/COUNT FIRST - LAST PSTART - PEND LENGTH [Uninit]") into the
+// logical block ranges holding data; an uninitialised extent reads as
+// zeros, a hole.
+func parseExtents(lines []string) ([]span, error) {
+	var data []span
+	for _, l := range lines {
+		f := strings.Fields(strings.ReplaceAll(l, "/", " / "))
+		// LEVEL / DEPTH ENTRY / COUNT FIRST - LAST PSTART - PEND LENGTH [FLAGS]
+		if len(f) < 13 || f[1] != "/" || f[4] != "/" || f[7] != "-" {
+			continue
+		}
+		if len(f) > 13 && f[13] == "Uninit" {
+			continue
+		}
+		first, err1 := strconv.ParseInt(f[6], 10, 64)
+		length, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("line %q: %w", l, err)
+		}
+		data = append(data, span{first, length})
+	}
+	return data, nil
+}
+
+// holes turns a file's data extents (in blocks of bs bytes) into the byte
+// ranges between them, up to size.
+func holes(data []span, bs, size int64) []span {
+	slices.SortFunc(data, func(a, b span) int { return cmp.Compare(a.off, b.off) })
+	var out []span
+	var at int64
+	for _, d := range data {
+		if start := d.off * bs; start > at {
+			out = append(out, span{at, start - at})
+		}
+		at = max(at, (d.off+d.len)*bs)
+	}
+	if at < size {
+		out = append(out, span{at, size - at})
+	}
+	return out
+}
+
+// punch deallocates the given ranges of a file, which hold zeros.
+func punch(path string, ranges []span) error {
+	if len(ranges) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, r := range ranges {
+		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, r.off, r.len); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				return nil // the bundle's file system has no holes
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// imageBlockSize is the block size of an ext4 image (debugfs stats -h).
+func imageBlockSize(ctx context.Context, img string) (int64, error) {
+	out, err := debugfsBatch(ctx, img, []string{"stats -h"})
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range out[0] {
+		if rest, ok := strings.CutPrefix(l, "Block size:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+		}
+	}
+	return 0, errors.New("debugfs stats: no block size")
+}
+
+// setTimes gives every dumped entry its access and modification times
+// with their nanoseconds (rdump sets whole seconds), symlinks included.
+func setTimes(entries []imageEntry, dump string, inodes map[string]*inode) error {
+	for _, e := range entries {
+		n := inodes[e.ino]
+		if n == nil || !n.haveTimes {
+			continue
+		}
+		err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dump, e.path), []unix.Timespec{n.atime, n.mtime}, unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("times of %s: %w", e.path, err)
+		}
+	}
+	return nil
 }
 
 // fixModes gives dumped entries what rdump loses: it sets a file's mode

@@ -5,9 +5,12 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -62,6 +65,13 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(os.WriteFile(filepath.Join(rootfs, "new\nline"), []byte("nl"), 0o644))
 	must(os.Link(filepath.Join(rootfs, "new\nline"), filepath.Join(rootfs, "nl-link")))
 	must(os.Lchown(filepath.Join(rootfs, "usr/bin/su-link"), 65534, 65534))
+	// A sparse file: 64 MiB with one block of data at 16 MiB.
+	sparse, err := os.Create(filepath.Join(rootfs, "sparse"))
+	must(err)
+	_, err = sparse.WriteAt([]byte("data"), 16<<20)
+	must(err)
+	must(sparse.Truncate(64 << 20))
+	must(sparse.Close())
 
 	img := filepath.Join(bundle, "rootfs.ext4")
 	must(makeExt4(ctx, rootfs, img, "32"))
@@ -74,6 +84,17 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(os.WriteFile(newFile, []byte("new"), 0o644))
 	if out, err := execOutput(ctx, "debugfs", "-w", "-R", "write "+newFile+" new", img); err != nil {
 		t.Fatalf("debugfs write: %v: %s", err, out)
+	}
+
+	// Times with nanoseconds (mkfs -d keeps whole seconds): a file's, a
+	// symlink's and that of a directory the sync adds entries to.
+	times := map[string]string{"usr/bin/su": "0x5f5e1000", "usr/bin/su-link": "0x5f5e1001", "dev": "0x5f5e1002"}
+	for path, sec := range times {
+		for _, c := range []string{"sif /" + path + " mtime " + sec, "sif /" + path + " mtime_extra " + fmt.Sprint(123456789<<2), "sif /" + path + " atime " + sec} {
+			if out, err := execOutput(ctx, "debugfs", "-w", "-R", c, img); err != nil {
+				t.Fatalf("debugfs %s: %v: %s", c, err, out)
+			}
+		}
 	}
 
 	must(syncExt4Back(ctx, img, rootfs))
@@ -135,6 +156,22 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 			t.Errorf("%s of %s: %q, %v; want %q", x.name, x.path, buf[:max(n, 0)], err, x.want)
 		}
 	}
+	var sp unix.Stat_t
+	must(unix.Stat(filepath.Join(rootfs, "sparse"), &sp))
+	if sp.Size != 64<<20 || sp.Blocks*512 > 1<<20 {
+		t.Errorf("sparse file: size %d, %d bytes allocated; want 64 MiB, at most 1 MiB allocated", sp.Size, sp.Blocks*512)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "sparse")); err != nil || string(b[16<<20:16<<20+4]) != "data" || bytes.Count(b, []byte{0}) != len(b)-4 {
+		t.Errorf("sparse file's content changed (%v)", err)
+	}
+	for path, sec := range times {
+		var st unix.Stat_t
+		must(unix.Lstat(filepath.Join(rootfs, path), &st))
+		want, _ := strconv.ParseInt(sec, 0, 64)
+		if st.Mtim.Sec != want || st.Mtim.Nsec != 123456789 || st.Atim.Sec != want {
+			t.Errorf("%s: mtime %d.%09d atime %d, want %d.123456789 and %d", path, st.Mtim.Sec, st.Mtim.Nsec, st.Atim.Sec, want, want)
+		}
+	}
 	if left, _ := filepath.Glob(filepath.Join(bundle, ".vzrun-sync-*")); len(left) > 0 {
 		t.Errorf("sync left %v behind", left)
 	}
@@ -142,4 +179,49 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 
 func execOutput(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}
+
+// TestExtentHoles reads debugfs dump_extents -l output (from a file
+// fallocated on a 1 KiB-block image, one 4 KiB block written into it):
+// uninitialised extents are holes as much as unmapped ranges are.
+func TestExtentHoles(t *testing.T) {
+	out := []string{
+		"Level Entries       Logical      Physical Length Flags",
+		" 0/ 0   1/  3     0 -   399 32769 - 33168    400 Uninit",
+		" 0/ 0   2/  3   400 -   403 33169 - 33172      4 ",
+		" 0/ 0   3/  3   404 -  8191 33173 - 40960   7788 Uninit",
+		"",
+	}
+	data, err := parseExtents(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := holes(data, 1024, 8<<20)
+	want := []span{{0, 400 << 10}, {404 << 10, 8<<20 - 404<<10}}
+	if !slices.Equal(got, want) {
+		t.Errorf("holes %v, want %v", got, want)
+	}
+	// A file whose last block is data: no hole after it.
+	if got := holes([]span{{0, 2}, {5, 3}}, 4096, 8*4096); !slices.Equal(got, []span{{2 * 4096, 3 * 4096}}) {
+		t.Errorf("holes %v", got)
+	}
+}
+
+// TestParseInodeTime: nanoseconds sit above two epoch bits that extend
+// ext4's signed 32-bit seconds past 2038.
+func TestParseInodeTime(t *testing.T) {
+	for _, c := range []struct {
+		in        string
+		sec, nsec int64
+	}{
+		{"0x5f5e1000:1d6f3454", 1600000000, 123456789},
+		{"0x5f5e1000", 1600000000, 0},
+		{"0xffffffff:00000000", -1, 0},
+		{"0x80000000:00000001", 1 << 31, 0},
+	} {
+		ts, err := parseInodeTime(c.in)
+		if err != nil || ts.Sec != c.sec || ts.Nsec != c.nsec {
+			t.Errorf("%s: %d.%09d, %v; want %d.%09d", c.in, ts.Sec, ts.Nsec, err, c.sec, c.nsec)
+		}
+	}
 }
