@@ -430,27 +430,6 @@ func holes(data []span, bs, size int64) []span {
 	return out
 }
 
-// punch deallocates the given ranges of a file, which hold zeros.
-func punch(path string, ranges []span) error {
-	if len(ranges) == 0 {
-		return nil
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, r := range ranges {
-		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, r.off, r.len); err != nil {
-			if errors.Is(err, unix.EOPNOTSUPP) {
-				return nil // the bundle's file system has no holes
-			}
-			return err
-		}
-	}
-	return nil
-}
-
 // imageBlockSize is the block size of an ext4 image (debugfs stats -h).
 func imageBlockSize(ctx context.Context, img string) (int64, error) {
 	out, err := debugfsBatch(ctx, img, []string{"stats -h"})
