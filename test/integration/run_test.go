@@ -250,7 +250,8 @@ func TestRunGuestClock(t *testing.T) {
 // A process in the container with CAP_SETFCAP sets a file capability
 // (what setcap and dpkg do) and, with CAP_SYS_ADMIN, a trusted.*
 // attribute, on the default rootfs (9p in a VM restored from a template),
-// and they are on the host's file, as under runc.
+// and they are on the host's file, as under runc; on a file bound from
+// the host too, and a read-only bound file refuses them.
 func TestRunSetsPrivilegedXattrs(t *testing.T) {
 	v := newVZ(t)
 	setx := buildStatic(t, "setx", `package main
@@ -263,45 +264,64 @@ import (
 
 func main() {
 	capability := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, path := range os.Args[1:] {
+		fmt.Println(path, setx(path, capability))
+	}
+}
+
+func setx(path string, capability []byte) string {
 	for _, x := range []struct{ name string; value []byte }{{"security.capability", capability}, {"trusted.vzrun", []byte("t")}} {
-		if err := syscall.Setxattr(os.Args[1], x.name, x.value, 0); err != nil {
-			fmt.Println(x.name, err)
-			os.Exit(1)
+		if err := syscall.Setxattr(path, x.name, x.value, 0); err != nil {
+			return x.name + ": " + err.Error()
 		}
 	}
-	if err := syscall.Removexattr(os.Args[1], "trusted.vzrun"); err != nil {
-		fmt.Println("remove", err)
-		os.Exit(1)
+	if err := syscall.Removexattr(path, "trusted.vzrun"); err != nil {
+		return "remove: " + err.Error()
 	}
-	if err := syscall.Setxattr(os.Args[1], "trusted.kept", []byte("k"), 0); err != nil {
-		fmt.Println("trusted.kept", err)
-		os.Exit(1)
+	if err := syscall.Setxattr(path, "trusted.kept", []byte("k"), 0); err != nil {
+		return "trusted.kept: " + err.Error()
 	}
-	fmt.Println("set")
+	return "set"
 }
 `)
-	b := newBundle(t, "/setx", "/target")
+	b := newBundle(t, "/setx", "/target", "/bound", "/robound")
 	caps := append(b.Spec.Process.Capabilities.Bounding, "CAP_SETFCAP", "CAP_SYS_ADMIN")
 	b.Spec.Process.Capabilities.Bounding, b.Spec.Process.Capabilities.Effective, b.Spec.Process.Capabilities.Permitted = caps, caps, caps
 	b.Spec.Root.Readonly = false
+	// Files bound from the host, one of them read-only (reached through
+	// the VM's file share, whose entries are bound in the file server's
+	// own mount namespace).
+	host := t.TempDir()
+	bound, robound := filepath.Join(host, "bound"), filepath.Join(host, "robound")
+	writeFile(t, bound, "b")
+	writeFile(t, robound, "r")
+	b.Spec.Mounts = append(b.Spec.Mounts,
+		specs.Mount{Destination: "/bound", Type: "bind", Source: bound, Options: []string{"rbind", "rw"}},
+		specs.Mount{Destination: "/robound", Type: "bind", Source: robound, Options: []string{"rbind", "ro"}})
 	b.save(t)
 	if err := os.WriteFile(filepath.Join(b.rootfs(), "setx"), setx, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(b.rootfs(), "target"), "x")
 	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "set" {
-		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	want := "/target set\n/bound set\n/robound security.capability: read-only file system\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("exit %d: %s%s, want %q", r.code, r.stdout, r.stderr, want)
 	}
 	buf := make([]byte, 64)
-	for _, x := range []struct{ name, want string }{{"security.capability", "\x01\x00\x00\x02\x00 "}, {"trusted.kept", "k"}} {
-		n, err := syscall.Getxattr(filepath.Join(b.rootfs(), "target"), x.name, buf)
-		if err != nil || !strings.HasPrefix(string(buf[:n]), x.want) {
-			t.Errorf("host file's %s: %q, %v", x.name, buf[:max(n, 0)], err)
+	for _, file := range []string{filepath.Join(b.rootfs(), "target"), bound} {
+		for _, x := range []struct{ name, want string }{{"security.capability", "\x01\x00\x00\x02\x00 "}, {"trusted.kept", "k"}} {
+			n, err := syscall.Getxattr(file, x.name, buf)
+			if err != nil || !strings.HasPrefix(string(buf[:n]), x.want) {
+				t.Errorf("host file %s's %s: %q, %v", file, x.name, buf[:max(n, 0)], err)
+			}
+		}
+		if _, err := syscall.Getxattr(file, "trusted.vzrun", buf); err == nil {
+			t.Errorf("%s: trusted.vzrun was not removed", file)
 		}
 	}
-	if _, err := syscall.Getxattr(filepath.Join(b.rootfs(), "target"), "trusted.vzrun", buf); err == nil {
-		t.Errorf("trusted.vzrun was not removed")
+	if _, err := syscall.Getxattr(robound, "security.capability", buf); err == nil {
+		t.Errorf("a read-only bound file got security.capability")
 	}
 }
 

@@ -58,15 +58,13 @@ type p9Fixup struct {
 
 // relay9p passes the 9p proxy protocol between QEMU's end (qemu) and the
 // helper's (helper), both blocking stream sockets, until either closes;
-// it closes both. root, if not -1, is an O_PATH descriptor of the shared
-// directory (closed too): the relay sets and removes security.* and
-// trusted.* extended attributes there itself (see privilegedXattr).
-func relay9p(qemu, helper, root int) error {
+// it closes both. In the share as root finds it, the relay sets and
+// removes security.* and trusted.* extended attributes itself (see
+// privilegedXattr).
+func relay9p(qemu, helper int, root *helperRoot) error {
 	defer unix.Close(qemu)
 	defer unix.Close(helper)
-	if root >= 0 {
-		defer unix.Close(root)
-	}
+	defer root.close()
 	for {
 		req, err := readMessage(qemu)
 		if err != nil {
@@ -75,7 +73,7 @@ func relay9p(qemu, helper, root int) error {
 			}
 			return fmt.Errorf("reading from qemu: %w", err)
 		}
-		if status, ok := privilegedXattr(root, req); ok {
+		if status, ok := privilegedXattr(root.get(), req); ok {
 			if err := writeFull(qemu, p9Status(status)); err != nil {
 				return fmt.Errorf("writing to qemu: %w", err)
 			}
@@ -179,6 +177,41 @@ func privilegedXattr(root int, req []byte) (status int32, ok bool) {
 		return errnoStatus(err), true
 	}
 	return 0, true
+}
+
+// helperRoot is the 9p proxy helper's root directory: the share it
+// serves, which it chroots into, in its own mount namespace, where the
+// files of a file share are bound over its entries and a read-only share
+// is mounted read-only. It is opened on first use (through
+// /proc/PID/root), once the helper has chrooted: until then the helper's
+// root is the host's, and get answers -1.
+type helperRoot struct {
+	pid   int
+	share string
+	fd    int // 0: not opened yet
+}
+
+func (r *helperRoot) get() int {
+	if r.fd > 0 {
+		return r.fd
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root", r.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	var have, want unix.Stat_t
+	if unix.Fstat(fd, &have) != nil || unix.Stat(r.share, &want) != nil || have.Dev != want.Dev || have.Ino != want.Ino {
+		unix.Close(fd)
+		return -1
+	}
+	r.fd = fd
+	return fd
+}
+
+func (r *helperRoot) close() {
+	if r.fd > 0 {
+		unix.Close(r.fd)
+	}
 }
 
 func errnoStatus(err error) int32 {

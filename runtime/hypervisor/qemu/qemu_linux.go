@@ -557,21 +557,22 @@ func (v *vm) startProxy(i int, s hypervisor.Share) error {
 		return err
 	}
 	// The relay sets privileged xattrs itself, in the shared directory as
-	// this process sees it: not where the file server has files bound
-	// over entries of its own (those stay the helper's), nor in a share
-	// the guest may not write.
-	root := -1
-	if len(s.Binds) == 0 && !s.ReadOnly {
-		if fd, err := unix.Open(s.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-			root = fd
-		}
-	}
+	// the helper sees it (its root: the share, with the files bound over
+	// its entries and read-only where the share is).
+	root := &helperRoot{pid: v.lastFileServer(), share: s.Path}
 	go func() {
 		if err := relay9p(fds[1], hfds[0], root); err != nil {
 			log.L.WithError(err).WithField("id", v.cfg.ID).Debugf("9p relay for %s", s.Path)
 		}
 	}()
 	return nil
+}
+
+// lastFileServer is the PID of the file server started last.
+func (v *vm) lastFileServer() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.fsds[len(v.fsds)-1].Process.Pid
 }
 
 func (v *vm) AgentConn() net.Conn { return v.conn }
