@@ -96,9 +96,11 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "debugfs", "-R", "rdump / "+dump, img).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("dumping %s: %v: %s", img, err, strings.TrimSpace(string(out)))
+	if err := rdump(ctx, img, dump); err != nil {
+		// Nothing is swapped in: the image, whole, stays the container's
+		// data (syncLeftImage keeps it beside the rootfs).
+		_ = os.RemoveAll(dump)
+		return err
 	}
 	if err := completeDump(ctx, img, dump); err != nil {
 		// What rdump wrote is still the container's data: swap it in.
@@ -134,6 +136,37 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	return os.Remove(dump)
 }
 
+// rdump dumps the whole of img into dir. debugfs exits 0 whatever went
+// wrong (a full disk: "rdump: No space left on device while writing
+// file", and a truncated copy), so anything it prints on stderr but its
+// banner is a failure.
+func rdump(ctx context.Context, img, dir string) error {
+	cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump / "+dir, img)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var problems []string
+	for _, l := range strings.Split(stderr.String()+string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "debugfs ") {
+			problems = append(problems, l)
+		}
+	}
+	if err == nil && len(problems) == 0 {
+		return nil
+	}
+	msg := "debugfs rdump"
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	if len(problems) > 0 {
+		msg += ": " + problems[0]
+		if len(problems) > 1 {
+			msg += fmt.Sprintf(" (and %d more)", len(problems)-1)
+		}
+	}
+	return fmt.Errorf("dumping %s: %s", img, msg)
+}
+
 // syncLeftImage syncs back the ext4 image of a container whose VM and
 // monitor were killed before they could (delete after a kill -9).
 func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
@@ -142,18 +175,54 @@ func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
 		return nil
 	}
 	if err := syncExt4Back(ctx, img, st.Rootfs); err != nil {
-		// The delete goes on (else the container could never be
-		// deleted); the image, the container's data, is kept beside the
-		// rootfs for the user.
-		keep := filepath.Join(filepath.Dir(st.Rootfs), "rootfs-"+st.ID+".ext4")
-		if rerr := os.Rename(img, keep); rerr != nil {
-			return fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w (the image stays in %s)", st.ID, st.Rootfs, err, img)
+		var kept *imageKeptError
+		if err := keepImage(ctx, img, st.Rootfs, st.ID, err); errors.As(err, &kept) {
+			return err
 		}
-		log.G(ctx).WithError(err).Warnf("could not sync the ext4 rootfs of %s back into %s: its image is kept as %s", st.ID, st.Rootfs, keep)
+		// The delete goes on (else the container could never be
+		// deleted): the container's data is in the image beside the
+		// rootfs.
+		log.G(ctx).WithError(err).Warn("deleting " + st.ID)
 		return nil
 	}
 	return os.Remove(img)
 }
+
+// keepImage keeps the container's data when its ext4 image could not be
+// synced back (syncErr: a full disk, say): the image is moved (or, from
+// another file system, copied sparsely) beside the rootfs, as
+// rootfs-ID.ext4, and the error says so. Where even that fails, the image
+// stays in the state dir, which must then stay too: an *imageKeptError.
+func keepImage(ctx context.Context, img, rootfs, id string, syncErr error) error {
+	keep := filepath.Join(filepath.Dir(rootfs), "rootfs-"+id+".ext4")
+	err := os.Rename(img, keep)
+	if err != nil {
+		var out []byte
+		if out, err = exec.CommandContext(ctx, "cp", "--sparse=always", img, keep).CombinedOutput(); err != nil {
+			_ = os.Remove(keep)
+			err = fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		} else {
+			err = os.Remove(img)
+		}
+	}
+	if err != nil {
+		return &imageKeptError{img: img, id: id, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", id, rootfs, syncErr)}
+	}
+	return fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w; what the container wrote is in the image %s", id, rootfs, syncErr, keep)
+}
+
+// imageKeptError is a failed sync back whose image is still in the
+// container's state dir.
+type imageKeptError struct {
+	img, id string
+	err     error
+}
+
+func (e *imageKeptError) Error() string {
+	return fmt.Sprintf("%v; what the container wrote is in the image %s, kept with the container's state: make room and run `vzrun delete %s` to sync it back", e.err, e.img, e.id)
+}
+
+func (e *imageKeptError) Unwrap() error { return e.err }
 
 // imageEntry is a directory entry of an ext4 image (debugfs ls -p).
 type imageEntry struct {

@@ -97,6 +97,15 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	}
 	st := newState(o.ID, bundle, spec)
 	defer func() {
+		// A sync back of an ext4 rootfs that failed left the image, the
+		// container's data, in the state dir: the container stays,
+		// stopped, for delete to sync it.
+		var kept *imageKeptError
+		if errors.As(retErr, &kept) {
+			st.Status = StatusStopped
+			_ = dir.Update(st)
+			return
+		}
 		if o.Keep && retErr == nil {
 			st.Status, st.ExitStatus = StatusStopped, status
 			if err := dir.Update(st); err != nil {

@@ -126,7 +126,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		// is synced by delete (syncLeftImage).
 		p.afterStop = func(ctx context.Context) error {
 			if err := syncExt4Back(ctx, img, rootfs); err != nil {
-				return err
+				return keepImage(ctx, img, rootfs, id, err)
 			}
 			return os.Remove(img)
 		}

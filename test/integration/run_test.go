@@ -578,6 +578,49 @@ func TestExt4RootfsSurvivesKill9OfMonitor(t *testing.T) {
 	}
 }
 
+// An ext4 rootfs whose sync back runs out of room on the bundle's disk
+// loses nothing: the run fails saying where the data is, the container
+// stays (stopped) with its image, and a delete once there is room syncs it
+// back. (debugfs exits 0 on a full disk: a truncated copy was swapped in
+// and the image removed.)
+func TestExt4SyncBackOnAFullDisk(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "head -c 30000000 /dev/urandom > /big; echo important > /root/marker; sync")
+	b.annotate(t, "io.vzrun.rootfs", "ext4")
+	// The bundle moves to a 20 MB file system: the 30 MB the container
+	// writes cannot be synced back there.
+	small := t.TempDir()
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=20m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(small, syscall.MNT_DETACH) })
+	if out, err := exec.Command("cp", "-a", b.Dir, small).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	b.Dir = filepath.Join(small, filepath.Base(b.Dir))
+	id := uniqueID(t)
+	r := v.run("", "run", "--bundle", b.Dir, id)
+	if r.code == 0 || !strings.Contains(r.stderr, "No space left on device") || !strings.Contains(r.stderr, "vzrun delete "+id) {
+		t.Fatalf("run: exit %d, stderr %q; want a failure naming the full disk and delete", r.code, r.stderr)
+	}
+	if st := v.state(id); st["status"] != "stopped" {
+		t.Fatalf("container after the failed sync: %v", st)
+	}
+	if _, err := os.Stat(filepath.Join(b.rootfs(), "root", "marker")); err == nil {
+		t.Errorf("a partial sync was swapped into the rootfs")
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", syscall.MS_REMOUNT, "size=200m"); err != nil {
+		t.Fatal(err)
+	}
+	v.runOK("delete", id)
+	if got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "marker")); err != nil || string(got) != "important\n" {
+		t.Errorf("/root/marker after delete: %q, %v", got, err)
+	}
+	if fi, err := os.Stat(filepath.Join(b.rootfs(), "big")); err != nil || fi.Size() != 30000000 {
+		t.Errorf("/big after delete: %v, %v", fi, err)
+	}
+}
+
 // TestExt4WritesSurviveKill9: what a container wrote to an ext4 rootfs
 // before its VM was killed (kill -9 of the monitor) is back in the bundle
 // after delete: with io.vzrun.ext4.sync every write that returned, by
