@@ -406,6 +406,20 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 	defer func() {
 		_, _ = client.DeleteProcess(context.WithoutCancel(ctx), &api.DeleteProcessRequest{ContainerId: o.ID, ExecId: execID})
 	}()
+	// This process owns the exec from here on (its pid is the exec's, in
+	// the pid file too): the monitor kills the exec when the connection
+	// of this Wait closes, even by a kill -9 before it has started.
+	type waited struct {
+		resp *api.WaitResponse
+		err  error
+	}
+	wait := make(chan waited, 1)
+	go func() {
+		md := ttrpc.MD{}
+		md.Set(execOwnerKey, "1")
+		w, err := client.Wait(ttrpc.WithMetadata(ctx, md), &api.WaitRequest{ContainerId: o.ID, ExecId: execID})
+		wait <- waited{w, err}
+	}()
 	var stdin io.Reader = os.Stdin
 	var stdout, stderr io.Writer = os.Stdout, os.Stderr
 	var con console.Console
@@ -442,14 +456,12 @@ func (r *Runtime) exec(ctx context.Context, o ExecOptions) (int, error) {
 		o.Ready.Close()
 		o.Ready = nil
 	}
-	md := ttrpc.MD{}
-	md.Set(execOwnerKey, "1")
-	w, err := client.Wait(ttrpc.WithMetadata(ctx, md), &api.WaitRequest{ContainerId: o.ID, ExecId: execID})
-	if err != nil {
-		return -1, fmt.Errorf("waiting for the process: %w", errgrpc.ToNative(err))
+	w := <-wait
+	if w.err != nil {
+		return -1, fmt.Errorf("waiting for the process: %w", errgrpc.ToNative(w.err))
 	}
 	rel.wait()
-	return int(w.ExitStatus), nil
+	return int(w.resp.ExitStatus), nil
 }
 
 // execDetached starts a background `vzrun exec` that relays the process's

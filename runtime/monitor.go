@@ -231,6 +231,12 @@ type monitor struct {
 	paused bool
 	// unpaused is the status Resume returns to: created or running.
 	unpaused string
+	// starting holds, by exec id, a channel closed when that exec's
+	// start has returned (a start takes a while: runc exec in the guest).
+	starting sync.Map
+	// orphaned holds the exec ids whose owner died: a start of one that
+	// arrives late is refused.
+	orphaned sync.Map
 }
 
 // hooksOf keeps the spec's host hooks.

@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
@@ -50,7 +52,24 @@ func (p *proxy) setStatus(status string) error {
 	return p.m.dir.Update(st)
 }
 
+// Start, Pause and Resume change the container's state: they finish, and
+// the state file says what happened, even when the command that asked
+// dies half-way (a kill -9 of `vzrun start` must not leave a running
+// container recorded as created).
+
 func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartResponse, error) {
+	ctx = context.WithoutCancel(ctx)
+	if req.ExecId != "" {
+		done := make(chan struct{})
+		p.m.starting.Store(req.ExecId, done)
+		defer func() {
+			p.m.starting.Delete(req.ExecId)
+			close(done)
+		}()
+		if _, gone := p.m.orphaned.Load(req.ExecId); gone {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s: the process that asked for it is gone: %w", req.ExecId, errdefs.ErrFailedPrecondition))
+		}
+	}
 	resp, err := p.AgentService.Start(ctx, req)
 	if err != nil || req.ExecId != "" {
 		return resp, err
@@ -73,6 +92,7 @@ func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartRes
 }
 
 func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
+	ctx = context.WithoutCancel(ctx)
 	m := p.m
 	m.vcpus.Lock()
 	defer m.vcpus.Unlock()
@@ -98,7 +118,7 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 }
 
 func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
-	return &api.Empty{}, p.thaw(ctx, req.ContainerId)
+	return &api.Empty{}, p.thaw(context.WithoutCancel(ctx), req.ContainerId)
 }
 
 func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {
@@ -168,11 +188,37 @@ func (p *proxy) Wait(ctx context.Context, req *api.WaitRequest) (*api.WaitRespon
 	if _, owned := ttrpc.GetMetadataValue(ctx, execOwnerKey); owned {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		kerr := p.withVCPUs(kctx, func() error {
-			_, err := p.AgentService.Signal(kctx, &api.SignalRequest{ContainerId: req.ContainerId, ExecId: req.ExecId, Signal: uint32(unix.SIGKILL)})
-			return err
-		})
+		// A start the owner asked for before it died finishes first:
+		// the process it starts is killed below, not forgotten; one that
+		// comes later is refused.
+		p.m.orphaned.Store(req.ExecId, struct{}{})
+		if done, ok := p.m.starting.Load(req.ExecId); ok {
+			select {
+			case <-done.(chan struct{}):
+			case <-kctx.Done():
+			}
+		}
+		kill := func() error {
+			return p.withVCPUs(kctx, func() error {
+				_, err := p.AgentService.Signal(kctx, &api.SignalRequest{ContainerId: req.ContainerId, ExecId: req.ExecId, Signal: uint32(unix.SIGKILL)})
+				return err
+			})
+		}
+		kerr := kill()
 		log.G(ctx).WithError(kerr).WithFields(log.Fields{"id": req.ContainerId, "exec": req.ExecId}).Debug("the exec's host process is gone: killed the exec")
+		if kerr != nil {
+			// Not running: never started (its owner died first), or
+			// ended. Either way it can go now. Refused, it was started
+			// meanwhile (a start the owner sent before it died).
+			derr := p.withVCPUs(kctx, func() error {
+				_, err := p.AgentService.DeleteProcess(kctx, &api.DeleteProcessRequest{ContainerId: req.ContainerId, ExecId: req.ExecId})
+				return err
+			})
+			if derr == nil {
+				return resp, err
+			}
+			_ = kill()
+		}
 		// No one is left to delete it: once it has ended, the agent
 		// forgets it and releases its stdio.
 		derr := p.withVCPUs(kctx, func() error {

@@ -850,3 +850,113 @@ func TestExecsReleaseAgentResources(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, func() bool { return agentFDs() <= before+3 })
 }
+
+// A `vzrun start` or `vzrun pause` killed half-way (kill -9, at several
+// moments) leaves the container's recorded state true to it, as runc's
+// state is read from the container itself: a container whose process
+// started says running (not created, which start would refuse and a plain
+// delete would kill), and one whose VM was paused says paused, and resume
+// works.
+func TestKilledStartAndPauseLeaveTrueState(t *testing.T) {
+	v := newVZ(t)
+	progress := t.TempDir()
+	b := newBundle(t, "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /progress/n; sleep 0.1; done")
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/progress", Type: "bind", Source: progress, Options: []string{"rbind", "rw"}})
+	b.save(t)
+	counter := func() int {
+		got, _ := os.ReadFile(filepath.Join(progress, "n"))
+		n, _ := strconv.Atoi(strings.TrimSpace(string(got)))
+		return n
+	}
+	advancing := func() bool {
+		n := counter()
+		time.Sleep(1500 * time.Millisecond)
+		return counter() > n
+	}
+	killAfter := func(d time.Duration, args ...string) {
+		cmd := v.cmd(args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(d)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		time.Sleep(2 * time.Second) // what the monitor still does
+	}
+	for _, d := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond} {
+		_ = os.Remove(filepath.Join(progress, "n"))
+		id := uniqueID(t)
+		v.detach("create", "--bundle", b.Dir, id)
+		killAfter(d, "start", id)
+		status := v.state(id)["status"]
+		started := counter() > 0
+		if started && status != "running" || !started && status != "created" {
+			t.Errorf("start killed after %v: status %v, process started: %v", d, status, started)
+		}
+		if status == "created" {
+			v.runOK("start", id)
+		}
+		waitFor(t, 30*time.Second, func() bool { return counter() > 0 })
+
+		killAfter(d, "pause", id)
+		switch status := v.state(id)["status"]; status {
+		case "running":
+			if !advancing() {
+				t.Errorf("pause killed after %v: status running, but the process is stopped", d)
+			}
+		case "paused":
+			if advancing() {
+				t.Errorf("pause killed after %v: status paused, but the process runs", d)
+			}
+			v.runOK("resume", id)
+			if !advancing() {
+				t.Errorf("pause killed after %v, then resume: the process does not run", d)
+			}
+		default:
+			t.Errorf("pause killed after %v: status %v", d, status)
+		}
+		v.runOK("delete", "--force", id)
+	}
+}
+
+// A kill -9 of a foreground `vzrun exec` once its pid file names it (at
+// once, and at moments while the exec is being made and started) kills its
+// process in the guest too, as killing the pid runc exec writes kills the
+// process itself.
+func TestExecKilledAtItsPidFile(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	id := uniqueID(t)
+	v.detach("run", "--detach", "--bundle", b.Dir, id)
+	dir := t.TempDir()
+	for i, delay := range []time.Duration{0, 30 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		pidFile := filepath.Join(dir, fmt.Sprint(i))
+		cmd := v.cmd("exec", "--pid-file", pidFile, id, "sleep", fmt.Sprint(331+i))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, func() bool {
+			b, _ := os.ReadFile(pidFile)
+			return len(b) > 0
+		})
+		b, _ := os.ReadFile(pidFile)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid != cmd.Process.Pid {
+			t.Fatalf("pid file %q, want %d", b, cmd.Process.Pid)
+		}
+		time.Sleep(delay)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Second) {
+		ps := v.runOK("exec", id, "ps", "-o", "args").stdout
+		if !strings.Contains(ps, "sleep 33") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the killed execs' processes still run:\n%s", ps)
+			break
+		}
+	}
+	v.runOK("delete", "--force", id)
+}
