@@ -66,7 +66,9 @@ type process struct {
 	waiter  sync.Once
 	closers []io.Closer
 	stdin   io.Closer
-	relay   *vzruntime.Relay
+	// stdinHold is the shim's own write end of the stdin fifo.
+	stdinHold io.Closer
+	relay     *vzruntime.Relay
 }
 
 type stdioPaths struct{ stdin, stdout, stderr string }
@@ -219,6 +221,16 @@ func (s *service) startIO(ctx context.Context, c *vzruntime.Container, p *proces
 		}
 		p.closers = append(p.closers, stdin)
 		p.stdin = stdin
+		// As containerd's runc shim does, the shim holds a write end
+		// too: a client that goes away (a detach, a killed nerdctl) is
+		// not the end of the process's input, and a later attach feeds
+		// it; CloseIO is.
+		hold, err := fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("opening stdin %s: %w", p.stdio.stdin, err)
+		}
+		p.closers = append(p.closers, hold)
+		p.stdinHold = hold
 	}
 	if u, err := url.Parse(p.stdio.stdout); err == nil && (u.Scheme == "binary" || u.Scheme == "binary-v2") {
 		if stdout, stderr, err = startLogger(ctx, u, c.ID); err != nil {
@@ -753,6 +765,9 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *pt
 	// The client closes stdin but may keep its end of the fifo open, so
 	// the relay would never see EOF: stop it, let it finish what it read,
 	// and make sure the process's stdin is closed in the guest.
+	if p.stdinHold != nil {
+		_ = p.stdinHold.Close()
+	}
 	if p.stdin != nil {
 		// What the client wrote before closing may still sit in the fifo
 		// (a loaded machine): closing it now would drop that input.

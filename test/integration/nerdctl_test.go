@@ -93,6 +93,44 @@ func TestNerdctlExecStdin(t *testing.T) {
 	n.ok("rm", "-f", "web")
 }
 
+// A container's stdin outlives the client that gave it (a killed `nerdctl
+// run -i`, a detach): a later `nerdctl attach` feeds the same process, as
+// with containerd's runc shim, which holds the stdin fifo open until
+// CloseIO.
+func TestNerdctlStdinOutlivesItsClient(t *testing.T) {
+	n, img := startNerdctl(t)
+	feed := func(args ...string) (*exec.Cmd, *os.File, *syncBuffer) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := n.cmd(args...)
+		out := &syncBuffer{}
+		cmd.Stdin, cmd.Stdout = r, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		t.Cleanup(func() { w.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, w, out
+	}
+	run, w, out := feed(append(append([]string{"run", "-i", "--name", "si"}, vzRuntime...), img, "sh", "-c", "cat; echo got-eof; sleep 1000")...)
+	fmt.Fprintln(w, "first")
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(out.String(), "first") })
+	_ = run.Process.Kill()
+	_ = run.Wait()
+	_, w, out = feed("attach", "si")
+	fmt.Fprintln(w, "via-attach")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "via-attach") {
+		if strings.Contains(out.String(), "got-eof") || time.Now().After(deadline) {
+			t.Fatalf("stdin did not outlive the killed nerdctl run -i: attach's output %q", out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	n.ok("rm", "-f", "si")
+}
+
 func TestNerdctlRunRm(t *testing.T) {
 	n, img := startNerdctl(t)
 	out, errs, code := n.run("", append(append([]string{"run", "--rm"}, vzRuntime...), img, "sh", "-c", "echo hi; uname -r; exit 5")...)
