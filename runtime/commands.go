@@ -256,6 +256,14 @@ func runcStats(m *cgroupstats.Metrics) *runc.Stats {
 // running or paused one only with force, which kills it first. Poststop
 // hooks run before it returns.
 func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	// Deletes of one container take turns for all they do (the state
+	// lock is let go while the container is killed: its monitor takes it
+	// to record the exit); the next finds it gone.
+	release, err := lockDelete(r.Root, id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	dir, st, err := r.open(id)
 	if err != nil {
 		return err

@@ -134,6 +134,27 @@ func lockDir(dir string) (*StateDir, error) {
 	return &StateDir{Path: dir, lock: f}, nil
 }
 
+// lockDelete serialises deletes of one container: it holds a flock on
+// the state directory itself (not its lock file, which the container's
+// own commands take), until release.
+func lockDelete(root, id string) (release func(), err error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(root, id))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s for delete: %w", id, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // File is the path of a file in the state dir.
 func (d *StateDir) File(name string) string { return filepath.Join(d.Path, name) }
 

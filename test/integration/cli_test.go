@@ -960,3 +960,48 @@ func TestExecKilledAtItsPidFile(t *testing.T) {
 	}
 	v.runOK("delete", "--force", id)
 }
+
+// Deletes of one container at once all succeed with --force, as runc's do,
+// and take turns: one whose ext4 rootfs is left to sync (its monitor
+// killed) is synced once, with no image left beside the bundle.
+func TestParallelDeletes(t *testing.T) {
+	for _, mode := range []string{"shared", "ext4"} {
+		t.Run(mode, func(t *testing.T) {
+			v := newVZ(t)
+			b := newBundle(t, "sh", "-c", "echo kept > /root/marker; sync; sleep 1000")
+			if mode == "ext4" {
+				b.annotate(t, "io.vzrun.rootfs", "ext4")
+			}
+			id := uniqueID(t)
+			v.detach("run", "--detach", "--bundle", b.Dir, id)
+			waitFor(t, 60*time.Second, func() bool { return v.run("", "exec", id, "cat", "/root/marker").stdout == "kept\n" })
+			if mode == "ext4" {
+				if err := syscall.Kill(int(v.state(id)["pid"].(float64)), syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 30*time.Second, func() bool { return v.state(id)["status"] == "stopped" })
+			}
+			var wg sync.WaitGroup
+			results := make([]result, 3)
+			for i := range results {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = v.run("", "delete", "--force", id)
+				}()
+			}
+			wg.Wait()
+			for i, r := range results {
+				if r.code != 0 {
+					t.Errorf("delete %d: exit %d: %s", i, r.code, r.stderr)
+				}
+			}
+			if got, err := os.ReadFile(filepath.Join(b.rootfs(), "root", "marker")); err != nil || string(got) != "kept\n" {
+				t.Errorf("/root/marker: %q, %v", got, err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(b.Dir, "rootfs-*.ext4")); len(left) > 0 {
+				t.Errorf("images left beside the rootfs: %v", left)
+			}
+		})
+	}
+}
