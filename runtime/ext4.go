@@ -76,6 +76,11 @@ func dirSize(dir string) (int64, error) {
 // dump to recover from rather than losing it. The image is read by
 // debugfs, in user space: the host kernel never mounts a file system the
 // guest wrote.
+//
+// What appeared in the rootfs after the image was packed (a file made on
+// the host meanwhile, another container's on the same bundle) is kept: an
+// entry the image does not have is removed only if it is older than the
+// image's packing (see packedAt), so the container removed it.
 func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	// A guest that did not shut down cleanly (its VM killed) leaves
 	// ext4's journal to replay, and debugfs does not replay it: what the
@@ -109,6 +114,11 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	if _, err := os.Lstat(filepath.Join(rootfs, "lost+found")); errors.Is(err, os.ErrNotExist) {
 		_ = os.RemoveAll(filepath.Join(dump, "lost+found"))
 	}
+	if since, ok := packedAt(img); ok {
+		if err := carryOver(rootfs, dump, since); err != nil {
+			return fmt.Errorf("keeping what was added to %s meanwhile: %w", rootfs, err)
+		}
+	}
 	have, err := os.ReadDir(rootfs)
 	if err != nil {
 		return err
@@ -134,6 +144,57 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 		}
 	}
 	return os.Remove(dump)
+}
+
+// packedMark is the file beside an ext4 image made as its packing began:
+// its modification time says which rootfs entries are newer than the
+// image (file times come from the same coarse clock).
+func packedMark(img string) string { return img + ".packed" }
+
+// markPacking records that img's packing begins now.
+func markPacking(img string) error {
+	return os.WriteFile(packedMark(img), nil, 0o600)
+}
+
+// packedAt is when img's packing began, if recorded.
+func packedAt(img string) (unix.Timespec, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(packedMark(img), &st); err != nil {
+		return unix.Timespec{}, false
+	}
+	return st.Mtim, true
+}
+
+// carryOver moves into the dump what the rootfs has and the dump does not
+// and that changed after since (its ctime): it was added (or changed)
+// after the image was packed, so it is not something the container
+// removed. Directories both have are compared entry by entry.
+func carryOver(rootfs, dump string, since unix.Timespec) error {
+	entries, err := os.ReadDir(rootfs)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		src, dst := filepath.Join(rootfs, e.Name()), filepath.Join(dump, e.Name())
+		var have, got unix.Stat_t
+		if err := unix.Lstat(src, &have); err != nil {
+			continue
+		}
+		if err := unix.Lstat(dst, &got); err == nil {
+			if have.Mode&unix.S_IFMT == unix.S_IFDIR && got.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if err := carryOver(src, dst, since); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if have.Ctim.Sec > since.Sec || have.Ctim.Sec == since.Sec && have.Ctim.Nsec >= since.Nsec {
+			if err := os.Rename(src, dst); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // rdump dumps the whole of img into dir. debugfs exits 0 whatever went

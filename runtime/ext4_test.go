@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,7 +75,15 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(sparse.Close())
 
 	img := filepath.Join(bundle, "rootfs.ext4")
+	// File times come from a coarse clock: the tree is older than the
+	// packing by more than a tick.
+	time.Sleep(20 * time.Millisecond)
+	must(markPacking(img))
 	must(makeExt4(ctx, rootfs, img, "32"))
+	// Made on the host while the container runs: kept by the sync.
+	must(os.WriteFile(filepath.Join(rootfs, "added-later"), []byte("host"), 0o644))
+	must(os.WriteFile(filepath.Join(rootfs, "usr/bin/added-later"), []byte("host"), 0o644))
+	must(os.MkdirAll(filepath.Join(rootfs, "later-dir/sub"), 0o755))
 	// What the container did: one file removed, one added (debugfs's own
 	// writes stand in for the guest's).
 	if out, err := execOutput(ctx, "debugfs", "-w", "-R", "rm /gone", img); err != nil {
@@ -101,6 +110,11 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 
 	if _, err := os.Lstat(filepath.Join(rootfs, "gone")); !os.IsNotExist(err) {
 		t.Errorf("a file removed in the image is still in the rootfs: %v", err)
+	}
+	for _, p := range []string{"added-later", "usr/bin/added-later", "later-dir/sub"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err != nil {
+			t.Errorf("%s, made on the host after the packing, is gone: %v", p, err)
+		}
 	}
 	if b, err := os.ReadFile(filepath.Join(rootfs, "new")); err != nil || string(b) != "new" {
 		t.Errorf("a file added in the image: %q, %v", b, err)

@@ -117,6 +117,9 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 				opts = append(opts, "sync")
 			}
 		}
+		if err := markPacking(img); err != nil {
+			return nil, err
+		}
 		if err := makeExt4(ctx, rootfs, img, spec.Annotations[AnnotationDiskSizeMB]); err != nil {
 			return nil, err
 		}
