@@ -53,6 +53,14 @@ func TestRunBadInput(t *testing.T) {
 			}
 			b.save(t)
 		}, want: []string{"pid namespace /proc/1/ns/pid", "cannot join"}},
+		{name: "too many bind directories", mutate: func(t *testing.T, b *bundle) {
+			for i := range 25 {
+				src := filepath.Join(b.Dir, fmt.Sprintf("src%d", i))
+				os.Mkdir(src, 0o755)
+				b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: fmt.Sprintf("/b%d", i), Type: "bind", Source: src, Options: []string{"rbind"}})
+			}
+			b.save(t)
+		}, want: []string{"virtio devices", "its machine has 24", "bind-mount fewer directories"}},
 		{name: "bad id", id: "a/b", want: []string{`invalid container id "a/b"`}},
 		{name: "bad annotation", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "lots") }, want: []string{"io.vzrun.memory", "lots"}},
 		{name: "VM too small", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "64") }, want: []string{"io.vzrun.memory", "at least 128"}},

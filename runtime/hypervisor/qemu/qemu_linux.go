@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
@@ -304,8 +305,38 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// virtio-mmio transports a machine has: -M microvm 24 (with its second
+// IOAPIC), -M virt 32. Every device the VM gets takes one.
+func mmioTransports(arch string) int {
+	if arch == hypervisor.ArchARM64 {
+		return 32
+	}
+	return 24
+}
+
+// checkDevices refuses a VM with more devices than its machine has
+// virtio-mmio transports for (QEMU's own words: "No 'virtio-bus' bus
+// found"), naming what takes them.
+func (v *vm) checkDevices() error {
+	c := v.cfg
+	shares := len(c.Shares)
+	if c.Restorable {
+		shares = max(shares, hypervisor.TemplateShares)
+	}
+	const fixed = 3 // virtio-serial (the agent's port), rng, balloon
+	nics := max(len(c.NICs), 1)
+	if n, limit := fixed+shares+nics+len(c.Disks), mmioTransports(v.guest.arch); n > limit {
+		return fmt.Errorf("vm %s needs %d virtio devices, its machine has %d: %d file shares (the rootfs, one per bind-mount source directory, one for bound files), %d drives, %d NICs and %d of its own; bind-mount fewer directories (files and subdirectories of one directory share it): %w",
+			c.ID, n, limit, len(c.Shares), len(c.Disks), nics, fixed, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 func (v *vm) args() ([]string, error) {
 	c := v.cfg
+	if err := v.checkDevices(); err != nil {
+		return nil, err
+	}
 	mem := strconv.Itoa(c.MemoryMiB) + "M"
 	machine := "microvm,memory-backend=mem"
 	// Under TCG the guest gets a CPU without AVX and fast string
