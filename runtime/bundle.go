@@ -93,6 +93,9 @@ func checkSpec(s *specs.Spec, bundle string) error {
 	if len(s.Process.Args) == 0 {
 		return fmt.Errorf("process.args is empty: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := checkArgSize(s.Process); err != nil {
+		return err
+	}
 	if s.Process.Cwd == "" || !filepath.IsAbs(s.Process.Cwd) {
 		return fmt.Errorf("process.cwd %q is not an absolute path: %w", s.Process.Cwd, errdefs.ErrInvalidArgument)
 	}
@@ -107,6 +110,37 @@ func checkSpec(s *specs.Spec, bundle string) error {
 				return fmt.Errorf("linux.namespaces: the %s namespace %s is on the host: a container in its own VM has its namespaces in its guest and cannot join another container's or the host's: %w", ns.Type, ns.Path, errdefs.ErrInvalidArgument)
 			}
 		}
+	}
+	return nil
+}
+
+// Linux's limits on what an execve takes: one argument or environment
+// string at most 32 pages (MAX_ARG_STRLEN, its NUL included), all of them
+// at most three quarters of 8 MiB whatever the stack limit.
+const (
+	maxArgStrlen = 32 * 4096
+	maxArgTotal  = 8 << 20 / 4 * 3
+)
+
+// checkArgSize refuses a process the guest's kernel would not exec
+// ("argument list too long", as runc fails): checked on the host, a huge
+// environment does not have to reach the guest first (a 100 MB one ran
+// the guest's runc out of memory).
+func checkArgSize(p *specs.Process) error {
+	total := 0
+	for _, l := range []struct {
+		name string
+		strs []string
+	}{{"process.args", p.Args}, {"process.env", p.Env}} {
+		for i, a := range l.strs {
+			if len(a)+1 > maxArgStrlen {
+				return fmt.Errorf("%s[%d] is %d bytes, over the kernel's %d for one: argument list too long: %w", l.name, i, len(a), maxArgStrlen-1, errdefs.ErrInvalidArgument)
+			}
+			total += len(a) + 1
+		}
+	}
+	if total > maxArgTotal {
+		return fmt.Errorf("process.args and process.env are %d bytes, over the kernel's %d: argument list too long: %w", total, maxArgTotal, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

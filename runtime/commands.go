@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,7 +267,15 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	defer release()
 	dir, st, err := r.open(id)
 	if err != nil {
-		return err
+		if !force || errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		// A state dir whose state cannot be read (a crash while it was
+		// made, a damaged file) goes with --force, as runc's does, and
+		// whatever runs from it.
+		log.G(ctx).WithError(err).WithField("id", id).Warn("removing a container whose state cannot be read")
+		killStateProcesses(filepath.Join(r.Root, id))
+		return (&StateDir{Path: filepath.Join(r.Root, id)}).Remove()
 	}
 	if (st.Status == StatusRunning || st.Status == StatusPaused || st.Status == StatusCreating) && !force {
 		dir.Unlock()
@@ -339,9 +348,14 @@ func (r *Runtime) List(ctx context.Context) ([]ListEntry, error) {
 		}
 		dir, st, err := r.open(e.Name())
 		if err != nil {
+			// As runc: said, and the others listed.
+			fmt.Fprintf(os.Stderr, "load container %s: %v\n", e.Name(), err)
 			continue
 		}
 		dir.Unlock()
+		// The directory is the container's name, whatever its state
+		// file says.
+		st.ID = e.Name()
 		out = append(out, entryOf(st))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

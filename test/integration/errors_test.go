@@ -61,6 +61,10 @@ func TestRunBadInput(t *testing.T) {
 			}
 			b.save(t)
 		}, want: []string{"virtio devices", "its machine has 24", "bind-mount fewer directories"}},
+		{name: "environment too large", mutate: func(t *testing.T, b *bundle) {
+			b.Spec.Process.Env = append(b.Spec.Process.Env, "BIG="+strings.Repeat("x", 200<<10))
+			b.save(t)
+		}, want: []string{"process.env[", "argument list too long"}},
 		{name: "bad id", id: "a/b", want: []string{`invalid container id "a/b"`}},
 		{name: "bad annotation", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "lots") }, want: []string{"io.vzrun.memory", "lots"}},
 		{name: "VM too small", mutate: func(t *testing.T, b *bundle) { b.annotate(t, "io.vzrun.memory", "64") }, want: []string{"io.vzrun.memory", "at least 128"}},
@@ -254,4 +258,33 @@ func (v *vz) state(id string) map[string]any {
 		v.t.Fatalf("state output %q: %v", r.stdout, err)
 	}
 	return st
+}
+
+// State dirs that cannot be read (garbage in state.json, none at all) are
+// named by list, which lists the rest, and go with delete --force, as with
+// runc.
+func TestBrokenStateDirs(t *testing.T) {
+	v := newVZ(t)
+	for name, state := range map[string]string{"garbage": "{not json", "empty": ""} {
+		dir := filepath.Join(v.root, name)
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if state != "" {
+			writeFile(t, filepath.Join(dir, "state.json"), state)
+		}
+	}
+	r := v.run("", "list")
+	if r.code != 0 || !strings.Contains(r.stderr, "load container garbage") || !strings.Contains(r.stderr, "load container empty") {
+		t.Errorf("list: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, name := range []string{"garbage", "empty"} {
+		if r := v.run("", "delete", name); r.code == 0 {
+			t.Errorf("delete %s without --force: exit 0", name)
+		}
+		v.runOK("delete", "--force", name)
+		if _, err := os.Stat(filepath.Join(v.root, name)); !os.IsNotExist(err) {
+			t.Errorf("%s after delete --force: %v", name, err)
+		}
+	}
 }
