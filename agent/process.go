@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -181,6 +182,18 @@ func (p *process) closeIO() {
 	if p.console != nil {
 		_ = p.console.Close()
 	}
+}
+
+// hangUp hangs up a terminal as closing its master would (the session
+// gets SIGHUP, reads end): through the slave (TIOCGPTPEER), since the
+// master cannot be closed while the output relay reads it.
+func hangUp(master console.Console) error {
+	peer, _, errno := unix.Syscall(unix.SYS_IOCTL, master.Fd(), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		return fmt.Errorf("opening the terminal's slave: %w", errno)
+	}
+	defer unix.Close(int(peer))
+	return unix.IoctlSetInt(int(peer), unix.TIOCVHANGUP, 0)
 }
 
 func consoleSize(width, height uint32) console.WinSize {

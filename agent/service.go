@@ -625,9 +625,18 @@ func (s *Service) CloseStdin(ctx context.Context, req *api.CloseStdinRequest) (_
 	if err != nil {
 		return nil, err
 	}
-	// A terminal's stdin is the terminal itself: closing it would hang
-	// up the process, so only pipes are closed.
-	if p.stdin != nil && p.console == nil {
+	// A terminal's stdin is the terminal itself: closing it hangs up
+	// the process, so only pipes are closed, unless a hangup is asked
+	// for.
+	p.mu.Lock()
+	con := p.console
+	p.mu.Unlock()
+	switch {
+	case con != nil && req.Hangup:
+		if err := hangUp(con); err != nil {
+			log.G(ctx).WithError(err).WithField("id", req.ContainerId).Warn("hanging up the terminal")
+		}
+	case p.stdin != nil && con == nil:
 		_ = p.stdin.Close()
 	}
 	return &api.Empty{}, nil

@@ -208,6 +208,16 @@ func (r *Runtime) Run(ctx context.Context, o RunOptions) (status int, retErr err
 	return int(w.ExitStatus), nil
 }
 
+// isTerminal says whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := console.ConsoleFromFile(f)
+	return err == nil
+}
+
 // relay copies a process's stdio between the caller and the agent.
 type relay struct {
 	out sync.WaitGroup
@@ -258,6 +268,9 @@ func startRelay(ctx context.Context, agent api.AgentService, id, execID string, 
 	if stdin == nil {
 		close(r.stdinDone)
 	} else {
+		// Asked before: a terminal that has been hung up answers no
+		// terminal ioctl.
+		stdinTerminal := isTerminal(stdin)
 		go func() {
 			defer close(r.stdinDone)
 			buf := make([]byte, 256<<10)
@@ -269,10 +282,18 @@ func startRelay(ctx context.Context, agent api.AgentService, id, execID string, 
 					}
 				}
 				if err != nil {
-					if terminal {
+					// A terminal whose other end is gone (the master
+					// sent to --console-socket closed, the caller's
+					// terminal hung up: a raw terminal reads EOF or EIO
+					// only then) hangs up the process's, as under runc,
+					// where that master is its terminal's; other input
+					// that ends (/dev/null) leaves the terminal as it is.
+					hangup := errors.Is(err, unix.EIO) || stdinTerminal
+					log.G(ctx).WithError(err).WithFields(log.Fields{"id": id, "exec": execID, "hangup": hangup && terminal}).Debug("stdin ended")
+					if terminal && !hangup {
 						return
 					}
-					_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: id, ExecId: execID})
+					_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: id, ExecId: execID, Hangup: hangup})
 					return
 				}
 			}

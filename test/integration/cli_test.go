@@ -1005,3 +1005,32 @@ func TestParallelDeletes(t *testing.T) {
 		})
 	}
 }
+
+// Closing the terminal master a detached run sent to --console-socket
+// hangs up the container's terminal, as it does under runc, where that
+// master is the terminal's: the shell reading it gets SIGHUP and EOF, and
+// the container stops; the same for a process that only reads it (cat).
+func TestConsoleMasterCloseHangsUp(t *testing.T) {
+	v := newVZ(t)
+	for _, args := range [][]string{{"sh"}, {"sh", "-c", "cat; echo cat-ended"}} {
+		b := newBundle(t, args...)
+		b.Spec.Process.Terminal = true
+		b.save(t)
+		sock := newConsoleSocket(t)
+		id := uniqueID(t)
+		v.detach("run", "--detach", "--console-socket", sock.Path(), "--bundle", b.Dir, id)
+		master := sock.master(t, 30*time.Second)
+		master.Write([]byte("echo alive\n"))
+		time.Sleep(time.Second)
+		master.Close()
+		deadline := time.Now().Add(30 * time.Second)
+		for v.state(id)["status"] != "stopped" {
+			if time.Now().After(deadline) {
+				t.Errorf("%v: still %v 30 s after its terminal's master was closed", args, v.state(id)["status"])
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		v.runOK("delete", "--force", id)
+	}
+}

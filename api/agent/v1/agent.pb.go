@@ -1102,9 +1102,13 @@ func (x *WriteStdinRequest) GetData() []byte {
 }
 
 type CloseStdinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// hangup closes a terminal too (the host's end of it is gone): the
+	// process's session gets SIGHUP and its reads end, as when the
+	// master of a pty is closed.
+	Hangup        bool `protobuf:"varint,3,opt,name=hangup,proto3" json:"hangup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1155,13 @@ func (x *CloseStdinRequest) GetExecId() string {
 		return x.ExecId
 	}
 	return ""
+}
+
+func (x *CloseStdinRequest) GetHangup() bool {
+	if x != nil {
+		return x.Hangup
+	}
+	return false
 }
 
 type CloseOutputRequest struct {
@@ -2249,10 +2260,11 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x11WriteStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"O\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"g\n" +
 	"\x11CloseStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"`\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
+	"\x06hangup\x18\x03 \x01(\bR\x06hangup\"`\n" +
 	"\x12CloseOutputRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x0e\n" +
