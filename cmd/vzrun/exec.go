@@ -30,6 +30,8 @@ var execCommand = &cli.Command{
 		&cli.Int64SliceFlag{Name: "additional-gids", Aliases: []string{"g"}, Usage: "additional group id (repeatable)"},
 		&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "capability to add"},
 		&cli.BoolFlag{Name: "no-new-privs", Usage: "set no_new_privs"},
+		&cli.StringFlag{Name: "apparmor", Usage: "AppArmor profile for the process"},
+		&cli.StringFlag{Name: "process-label", Usage: "SELinux label for the process"},
 		&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
 		&cli.IntFlag{Name: "ready-fd", Hidden: true},
 	},
@@ -171,6 +173,14 @@ func execProcess(c *cli.Context, r *runtime.Runtime, id string) (p *specsProcess
 	}
 	if c.IsSet("no-new-privs") {
 		p.NoNewPrivileges = c.Bool("no-new-privs")
+	}
+	// As runc: applied by the guest's runc (which refuses a profile the
+	// guest kernel cannot apply).
+	if c.IsSet("apparmor") {
+		p.ApparmorProfile = c.String("apparmor")
+	}
+	if c.IsSet("process-label") {
+		p.SelinuxLabel = c.String("process-label")
 	}
 	return p, nil
 }

@@ -29,6 +29,7 @@ func main() {
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 			&cli.BoolFlag{Name: "debug", Usage: "debug logging, including VM boot timings"},
 			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "accepted for runc compatibility; cgroups live in the guest"},
+			&cli.StringFlag{Name: "rootless", Value: "auto", Usage: "accepted for runc compatibility; vzrun has no rootless mode (create needs root)"},
 			&cli.StringFlag{Name: "kernel", EnvVars: []string{"VZRUN_KERNEL"}, Usage: "guest kernel"},
 			&cli.StringFlag{Name: "initrd", EnvVars: []string{"VZRUN_INITRD"}, Usage: "guest initramfs with the agent"},
 			&cli.StringFlag{Name: "accel", EnvVars: []string{"VZRUN_ACCEL"}, Usage: "accelerator: kvm, tcg or hvf (default: probe)"},

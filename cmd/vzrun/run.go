@@ -17,6 +17,7 @@ var runCommand = &cli.Command{
 	Flags: append([]cli.Flag{
 		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the container runs"},
 		&cli.BoolFlag{Name: "keep", Usage: "keep the stopped container until delete"},
+		&cli.BoolFlag{Name: "no-subreaper", Usage: "accepted for runc compatibility (runc ignores it too)"},
 	}, createFlags...),
 	Action: func(c *cli.Context) error {
 		id, err := containerID(c)

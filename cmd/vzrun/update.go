@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
 )
@@ -26,6 +27,11 @@ var updateCommand = &cli.Command{
 		&cli.StringFlag{Name: "cpuset-cpus", Usage: "CPUs to use"},
 		&cli.StringFlag{Name: "cpuset-mems", Usage: "memory nodes to use"},
 		&cli.IntFlag{Name: "pids-limit", Usage: "maximum number of pids"},
+		&cli.StringFlag{Name: "blkio-weight", Usage: "block IO weight (10-1000)"},
+		&cli.StringFlag{Name: "cpu-rt-period", Usage: "CPU real-time period in µs"},
+		&cli.StringFlag{Name: "cpu-rt-runtime", Usage: "CPU real-time runtime in µs"},
+		&cli.StringFlag{Name: "l3-cache-schema", Usage: "Intel RDT L3 cache schema (not in a VM)"},
+		&cli.StringFlag{Name: "mem-bw-schema", Usage: "Intel RDT memory bandwidth schema (not in a VM)"},
 	},
 	Action: func(c *cli.Context) error {
 		id, err := containerID(c)
@@ -110,6 +116,34 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 	if c.IsSet("pids-limit") {
 		limit := int64(c.Int("pids-limit"))
 		r.Pids = &specs.LinuxPids{Limit: &limit}
+	}
+	if c.IsSet("cpu-rt-period") {
+		v, err := strconv.ParseUint(c.String("cpu-rt-period"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("--cpu-rt-period %q: %w", c.String("cpu-rt-period"), err)
+		}
+		r.CPU.RealtimePeriod = &v
+	}
+	if v, err := num("cpu-rt-runtime"); err != nil {
+		return err
+	} else if v != nil {
+		r.CPU.RealtimeRuntime = v
+	}
+	if c.IsSet("blkio-weight") {
+		v, err := strconv.ParseUint(c.String("blkio-weight"), 10, 16)
+		if err != nil {
+			return fmt.Errorf("--blkio-weight %q: %w", c.String("blkio-weight"), err)
+		}
+		w := uint16(v)
+		if r.BlockIO == nil {
+			r.BlockIO = &specs.LinuxBlockIO{}
+		}
+		r.BlockIO.Weight = &w
+	}
+	for _, name := range []string{"l3-cache-schema", "mem-bw-schema"} {
+		if c.IsSet(name) {
+			return fmt.Errorf("--%s: Intel RDT is the host's, a container in a VM has none: %w", name, errdefs.ErrNotImplemented)
+		}
 	}
 	return nil
 }

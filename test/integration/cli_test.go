@@ -1034,3 +1034,20 @@ func TestConsoleMasterCloseHangsUp(t *testing.T) {
 		v.runOK("delete", "--force", id)
 	}
 }
+
+// runc's flags that scripts pass are taken: exec's --apparmor and
+// --process-label (applied by the guest's runc), run's --no-subreaper and
+// the global --rootless (no-ops there too), update's real-time CPU
+// flags; Intel RDT schemas are refused saying why.
+func TestRuncFlagsTaken(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sleep", "1000")
+	id := uniqueID(t)
+	v.detach("--rootless", "false", "run", "--detach", "--no-subreaper", "--bundle", b.Dir, id)
+	v.runOK("exec", "--apparmor", "", "--process-label", "", id, "true")
+	v.runOK("update", "--cpu-rt-period", "1000000", id)
+	if r := v.run("", "update", "--l3-cache-schema", "L3:0=f", id); r.code == 0 || !strings.Contains(r.stderr, "Intel RDT") {
+		t.Errorf("update --l3-cache-schema: exit %d, %q", r.code, r.stderr)
+	}
+	v.runOK("delete", "--force", id)
+}
