@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -334,7 +335,7 @@ type ListEntry struct {
 
 // List returns every container under the root, by id.
 func (r *Runtime) List(ctx context.Context) ([]ListEntry, error) {
-	entries, err := os.ReadDir(r.Root)
+	entries, err := os.ReadDir(cmp.Or(r.Root, "."))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil

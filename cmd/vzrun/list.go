@@ -20,7 +20,9 @@ var listCommand = &cli.Command{
 	Action: func(c *cli.Context) error {
 		// As with runc: a missing default root means no containers yet, a
 		// missing --root given by the caller is an error.
-		if c.IsSet("root") {
+		// An empty --root is the current directory, as for the other
+		// commands.
+		if c.IsSet("root") && c.String("root") != "" {
 			if _, err := os.Stat(c.String("root")); err != nil {
 				return fmt.Errorf("--root: %w", err)
 			}
