@@ -210,6 +210,13 @@ func (c *Container) SetStatus(status string) error {
 func (c *Container) Destroy(ctx context.Context) {
 	if err := c.Stop(ctx); err != nil {
 		log.G(ctx).WithError(err).Error("stopping the container")
+		// The image that could not be synced back is the container's
+		// data: its state dir stays with it (the error says where).
+		var kept *imageKeptError
+		if errors.As(err, &kept) {
+			killStateProcesses(c.Dir.Path)
+			return
+		}
 	}
 	killStateProcesses(c.Dir.Path)
 	_ = c.Dir.Remove()

@@ -72,16 +72,29 @@ func dirSize(dir string) (int64, error) {
 // syncExt4Back makes rootfs hold what the stopped VM left in its ext4
 // image, so that the block mode, like virtio-fs, leaves the container's
 // writes in the bundle. The image is dumped (debugfs rdump) beside rootfs
-// first and swapped in entry by entry, so an interrupted sync leaves the
-// dump to recover from rather than losing it. The image is read by
+// first and merged in entry by entry (mergeDump); the image stays until
+// the caller removes it after a sync that succeeded, so an interrupted
+// sync is redone from it. The image is read by
 // debugfs, in user space: the host kernel never mounts a file system the
 // guest wrote.
 //
 // What appeared in the rootfs after the image was packed (a file made on
 // the host meanwhile, another container's on the same bundle) is kept: an
 // entry the image does not have is removed only if it is older than the
-// image's packing (see packedAt), so the container removed it.
+// image's packing (see packedAt), so the container removed it. (Of two
+// containers on one bundle, the one synced second may see a removal of
+// its own undone: the first sync made every file new.)
 func syncExt4Back(ctx context.Context, img, rootfs string) error {
+	// Syncs into one bundle take turns (containers sharing it): each
+	// would take the other's dump for a stale one.
+	bundle, err := os.Open(filepath.Dir(rootfs))
+	if err != nil {
+		return err
+	}
+	defer bundle.Close()
+	if err := unix.Flock(int(bundle.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("locking %s: %w", filepath.Dir(rootfs), err)
+	}
 	// A guest that did not shut down cleanly (its VM killed) leaves
 	// ext4's journal to replay, and debugfs does not replay it: what the
 	// container wrote and synced would be missed. (0: clean, 1: replayed.)
@@ -114,36 +127,14 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	if _, err := os.Lstat(filepath.Join(rootfs, "lost+found")); errors.Is(err, os.ErrNotExist) {
 		_ = os.RemoveAll(filepath.Join(dump, "lost+found"))
 	}
-	if since, ok := packedAt(img); ok {
-		if err := carryOver(rootfs, dump, since); err != nil {
-			return fmt.Errorf("keeping what was added to %s meanwhile: %w", rootfs, err)
-		}
+	var since *unix.Timespec
+	if t, ok := packedAt(img); ok {
+		since = &t
 	}
-	have, err := os.ReadDir(rootfs)
-	if err != nil {
+	if err := mergeDump(dump, rootfs, since); err != nil {
 		return err
 	}
-	for _, e := range have {
-		if _, err := os.Lstat(filepath.Join(dump, e.Name())); errors.Is(err, os.ErrNotExist) {
-			if err := os.RemoveAll(filepath.Join(rootfs, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	got, err := os.ReadDir(dump)
-	if err != nil {
-		return err
-	}
-	for _, e := range got {
-		dst := filepath.Join(rootfs, e.Name())
-		if err := os.RemoveAll(dst); err != nil {
-			return err
-		}
-		if err := os.Rename(filepath.Join(dump, e.Name()), dst); err != nil {
-			return err
-		}
-	}
-	return os.Remove(dump)
+	return os.RemoveAll(dump)
 }
 
 // packedMark is the file beside an ext4 image made as its packing began:
@@ -165,36 +156,122 @@ func packedAt(img string) (unix.Timespec, bool) {
 	return st.Mtim, true
 }
 
-// carryOver moves into the dump what the rootfs has and the dump does not
-// and that changed after since (its ctime): it was added (or changed)
-// after the image was packed, so it is not something the container
-// removed. Directories both have are compared entry by entry.
-func carryOver(rootfs, dump string, since unix.Timespec) error {
-	entries, err := os.ReadDir(rootfs)
+// mergeDump moves what the dump holds into rootfs, directory by
+// directory: an entry replaces the rootfs's of that name, a directory
+// both have is merged and then takes the dump's owner, mode, extended
+// attributes and times. An entry of the rootfs the dump lacks was removed
+// by the container if it is older than since (the image's packing), and
+// goes; a newer one was made on the host meanwhile, and stays (so does
+// everything, with since nil). Nothing of the rootfs moves into the dump:
+// a merge that fails half-way leaves the dump to redo from the image.
+func mergeDump(dump, rootfs string, since *unix.Timespec) error {
+	got, err := os.ReadDir(dump)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		src, dst := filepath.Join(rootfs, e.Name()), filepath.Join(dump, e.Name())
-		var have, got unix.Stat_t
-		if err := unix.Lstat(src, &have); err != nil {
+	inDump := make(map[string]bool, len(got))
+	for _, e := range got {
+		inDump[e.Name()] = true
+	}
+	have, err := os.ReadDir(rootfs)
+	if err != nil {
+		return err
+	}
+	for _, e := range have {
+		if inDump[e.Name()] {
 			continue
 		}
-		if err := unix.Lstat(dst, &got); err == nil {
-			if have.Mode&unix.S_IFMT == unix.S_IFDIR && got.Mode&unix.S_IFMT == unix.S_IFDIR {
-				if err := carryOver(src, dst, since); err != nil {
-					return err
-				}
-			}
+		p := filepath.Join(rootfs, e.Name())
+		var st unix.Stat_t
+		// Whole seconds, and a tie kept: the rootfs's file system may
+		// keep coarser times than the state dir's.
+		if since != nil && (unix.Lstat(p, &st) != nil || st.Ctim.Sec >= since.Sec) {
 			continue
 		}
-		if have.Ctim.Sec > since.Sec || have.Ctim.Sec == since.Sec && have.Ctim.Nsec >= since.Nsec {
-			if err := os.Rename(src, dst); err != nil {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	for _, e := range got {
+		src, dst := filepath.Join(dump, e.Name()), filepath.Join(rootfs, e.Name())
+		var s, d unix.Stat_t
+		if unix.Lstat(src, &s) == nil && unix.Lstat(dst, &d) == nil &&
+			s.Mode&unix.S_IFMT == unix.S_IFDIR && d.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := mergeDump(src, dst, since); err != nil {
 				return err
 			}
+			if err := copyDirMeta(src, dst, &s); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.RemoveAll(dst); err != nil {
+			return err
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// copyDirMeta gives directory dst what src (stat st) has: owner, mode
+// (after the owner, whose change clears setgid), extended attributes and
+// times (last: merging its entries moved them).
+func copyDirMeta(src, dst string, st *unix.Stat_t) error {
+	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+		return err
+	}
+	want, err := xattrs(src)
+	if err != nil {
+		return err
+	}
+	old, err := xattrs(dst)
+	if err != nil {
+		return err
+	}
+	for name := range old {
+		if _, ok := want[name]; !ok {
+			if err := unix.Lremovexattr(dst, name); err != nil {
+				return fmt.Errorf("attribute %s of %s: %w", name, dst, err)
+			}
+		}
+	}
+	for name, v := range want {
+		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
+			return fmt.Errorf("attribute %s of %s: %w", name, dst, err)
+		}
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// xattrs reads every extended attribute of path (not following a
+// symlink).
+func xattrs(path string) (map[string][]byte, error) {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(path, buf)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("attributes of %s: %w", path, err)
+	}
+	out := map[string][]byte{}
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(path, name, v)
+		if err != nil {
+			return nil, fmt.Errorf("attribute %s of %s: %w", name, path, err)
+		}
+		out[name] = v[:m]
+	}
+	return out, nil
 }
 
 // rdump dumps the whole of img into dir. debugfs exits 0 whatever went
@@ -259,7 +336,9 @@ func keepImage(ctx context.Context, img, rootfs, id string, syncErr error) error
 	err := os.Rename(img, keep)
 	if err != nil {
 		var out []byte
-		if out, err = exec.CommandContext(ctx, "cp", "--sparse=always", img, keep).CombinedOutput(); err != nil {
+		// Whatever became of the caller's context (a sync that failed
+		// because it was cancelled): the copy is the data's last chance.
+		if out, err = exec.CommandContext(context.WithoutCancel(ctx), "cp", "--sparse=always", img, keep).CombinedOutput(); err != nil {
 			_ = os.Remove(keep)
 			err = fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 		} else {
@@ -334,7 +413,13 @@ func completeDump(ctx context.Context, img, dump string) error {
 		switch t {
 		case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
 			_ = os.Remove(dst)
-			if err := unix.Mknod(dst, e.mode, inodes[e.ino].rdev); err != nil {
+			var rdev int
+			if n := inodes[e.ino]; n != nil {
+				rdev = n.rdev
+			} else if t != unix.S_IFIFO {
+				continue // its number is unknown (see statImage)
+			}
+			if err := unix.Mknod(dst, e.mode, rdev); err != nil {
 				return fmt.Errorf("mknod %s: %w", e.path, err)
 			}
 			if err := os.Lchown(dst, e.uid, e.gid); err != nil {
@@ -346,13 +431,14 @@ func completeDump(ctx context.Context, img, dump string) error {
 			}
 		}
 	}
+	// Before the attributes: punching a hole drops a file capability.
+	if err := punchHoles(ctx, img, dump, first, inodes); err != nil {
+		return err
+	}
 	if err := copyXattrs(ctx, img, dump, attrOwners); err != nil {
 		return err
 	}
 	if err := fixModes(entries, dump); err != nil {
-		return err
-	}
-	if err := punchHoles(ctx, img, dump, first, inodes); err != nil {
 		return err
 	}
 	// Last: every change above to a directory's entries moved its mtime.
@@ -398,7 +484,9 @@ func statImage(ctx context.Context, img string, entries []imageEntry) (map[strin
 	for i, lines := range out {
 		n, err := parseStat(lines)
 		if err != nil {
-			return nil, fmt.Errorf("debugfs stat %s: %w", inos[i], err)
+			// That one inode's extras are left out; the rest go on.
+			log.G(ctx).WithError(err).Warnf("debugfs stat %s of %s", inos[i], img)
+			continue
 		}
 		inodes[inos[i]] = n
 	}
@@ -406,46 +494,69 @@ func statImage(ctx context.Context, img string, entries []imageEntry) (map[strin
 }
 
 // parseStat reads debugfs stat's output: sizes, the device number, the
-// flags and the access and modification times with their nanoseconds.
+// flags and the access and modification times with their nanoseconds,
+// each from its own line of the fixed header. What follows the header
+// (extended attribute values, a symlink's target, which may hold a
+// newline) is the guest's to write and is not read.
 func parseStat(lines []string) (*inode, error) {
 	n := &inode{}
+	// field finds the value after name in line.
+	field := func(line, name string) (string, bool) {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == name {
+				return f[i+1], true
+			}
+		}
+		return "", false
+	}
 	var have int
-	var haveSize bool
+	var device bool
 	for _, l := range lines {
-		f := strings.Fields(l)
-		for j := 0; j+1 < len(f); j++ {
-			var err error
-			switch f[j] {
-			case "Flags:":
+		var err error
+		switch {
+		case strings.HasPrefix(l, "Size of extra inode fields"), strings.HasPrefix(l, "Extended attributes:"),
+			strings.HasPrefix(l, "Inode checksum"), strings.HasPrefix(l, "Fast link dest:"):
+			// The header is over; a device's number comes after it.
+			if !device {
+				n.haveTimes = have == 2
+				return n, nil
+			}
+		case strings.HasPrefix(l, "Inode:"):
+			t, _ := field(l, "Type:")
+			device = t == "character" || t == "block"
+			if v, ok := field(l, "Flags:"); ok {
 				var flags uint64
-				flags, err = strconv.ParseUint(strings.TrimPrefix(f[j+1], "0x"), 16, 32)
+				flags, err = strconv.ParseUint(strings.TrimPrefix(v, "0x"), 16, 32)
 				n.inline = flags&ext4InlineDataFlag != 0
-			case "Size:":
-				// The inode's; a later line has the fragment's.
-				if !haveSize {
-					n.size, err = strconv.ParseInt(f[j+1], 10, 64)
-					haveSize = true
-				}
-			case "Blockcount:":
-				n.blocks, err = strconv.ParseInt(f[j+1], 10, 64)
-			case "atime:", "mtime:":
-				var ts unix.Timespec
-				ts, err = parseInodeTime(f[j+1])
-				if f[j] == "atime:" {
+			}
+		case strings.HasPrefix(l, "User:"):
+			if v, ok := field(l, "Size:"); ok {
+				n.size, err = strconv.ParseInt(v, 10, 64)
+			}
+		case strings.HasPrefix(l, "Links:"):
+			if v, ok := field(l, "Blockcount:"); ok {
+				n.blocks, err = strconv.ParseInt(v, 10, 64)
+			}
+		case strings.HasPrefix(l, " atime:"), strings.HasPrefix(l, " mtime:"):
+			f := strings.Fields(l)
+			var ts unix.Timespec
+			if ts, err = parseInodeTime(f[1]); err == nil {
+				if f[0] == "atime:" {
 					n.atime = ts
 				} else {
 					n.mtime = ts
 				}
 				have++
-			case "number:":
-				var major, minor uint32
-				if _, err = fmt.Sscanf(f[j+1], "%d:%d", &major, &minor); err == nil {
-					n.rdev = int(unix.Mkdev(major, minor))
-				}
 			}
-			if err != nil {
-				return nil, fmt.Errorf("line %q: %w", l, err)
+		case device && strings.HasPrefix(l, "Device major/minor number:"):
+			var major, minor uint32
+			if _, err = fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(l, "Device major/minor number:")), "%d:%d", &major, &minor); err == nil {
+				n.rdev = int(unix.Mkdev(major, minor))
 			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %q: %w", l, err)
 		}
 	}
 	n.haveTimes = have == 2
@@ -506,6 +617,11 @@ func punchHoles(ctx context.Context, img, dump string, paths map[string]string, 
 		data, err := parseExtents(lines)
 		if err != nil {
 			return fmt.Errorf("debugfs dump_extents %s: %w", ino, err)
+		}
+		if len(lines) == 0 || !strings.HasPrefix(lines[0], "Level Entries") {
+			// Not an extent listing (a file mapped by blocks: "does not
+			// use extent block maps"): left whole rather than emptied.
+			continue
 		}
 		if err := punch(filepath.Join(dump, paths[ino]), holes(data, bs, inodes[ino].size)); err != nil {
 			return fmt.Errorf("making %s sparse: %w", paths[ino], err)

@@ -73,11 +73,13 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	must(err)
 	must(sparse.Truncate(64 << 20))
 	must(sparse.Close())
+	// A file capability on a file with holes survives the punching.
+	must(unix.Setxattr(filepath.Join(rootfs, "sparse"), "security.capability", capability, 0))
 
 	img := filepath.Join(bundle, "rootfs.ext4")
-	// File times come from a coarse clock: the tree is older than the
-	// packing by more than a tick.
-	time.Sleep(20 * time.Millisecond)
+	// The sync compares times in whole seconds: the tree is older than
+	// the packing by more than one.
+	time.Sleep(1100 * time.Millisecond)
 	must(markPacking(img))
 	must(makeExt4(ctx, rootfs, img, "32"))
 	// Made on the host while the container runs: kept by the sync.
@@ -175,6 +177,9 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	if sp.Size != 64<<20 || sp.Blocks*512 > 1<<20 {
 		t.Errorf("sparse file: size %d, %d bytes allocated; want 64 MiB, at most 1 MiB allocated", sp.Size, sp.Blocks*512)
 	}
+	if n, err := unix.Getxattr(filepath.Join(rootfs, "sparse"), "security.capability", make([]byte, 64)); err != nil || n != len(capability) {
+		t.Errorf("sparse file's capability: %d bytes, %v", n, err)
+	}
 	if b, err := os.ReadFile(filepath.Join(rootfs, "sparse")); err != nil || string(b[16<<20:16<<20+4]) != "data" || bytes.Count(b, []byte{0}) != len(b)-4 {
 		t.Errorf("sparse file's content changed (%v)", err)
 	}
@@ -237,5 +242,48 @@ func TestParseInodeTime(t *testing.T) {
 		if err != nil || ts.Sec != c.sec || ts.Nsec != c.nsec {
 			t.Errorf("%s: %d.%09d, %v; want %d.%09d", c.in, ts.Sec, ts.Nsec, err, c.sec, c.nsec)
 		}
+	}
+}
+
+// TestParseStatIgnoresGuestText: what follows debugfs stat's header (a
+// symlink's target, which the guest writes and may hold a newline) cannot
+// pass for a field.
+func TestParseStatIgnoresGuestText(t *testing.T) {
+	out := []string{
+		"Inode: 13   Type: symlink    Mode:  0777   Flags: 0x0",
+		"Generation: 0    Version: 0x00000000:00000000",
+		"User:     0   Group:     0   Project:     0   Size: 13",
+		"File ACL: 0",
+		"Links: 1   Blockcount: 0",
+		"Fragment:  Address: 0    Number: 0    Size: 0",
+		" ctime: 0x6b03e58f:00000000 -- Mon Nov 23 07:04:47 2026",
+		" atime: 0x6b03e58f:00000004 -- Mon Nov 23 07:04:47 2026",
+		" mtime: 0x6b03e58f:00000008 -- Mon Nov 23 07:04:47 2026",
+		"crtime: 0x6b03e58f:00000000 -- Mon Nov 23 07:04:47 2026",
+		"Size of extra inode fields: 32",
+		"Inode checksum: 0xb430df1e",
+		`Fast link dest: "a`,
+		` mtime: 0x1 Flags: zz"`,
+		"Device major/minor number: 01:03 (hex 01:03)",
+	}
+	n, err := parseStat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.mtime.Sec != 0x6b03e58f || n.mtime.Nsec != 2 || n.atime.Nsec != 1 || n.size != 13 || n.rdev != 0 || !n.haveTimes {
+		t.Errorf("parsed %+v", n)
+	}
+	dev := []string{
+		"Inode: 14   Type: character special    Mode:  0666   Flags: 0x0",
+		"User:     0   Group:     0   Project:     0   Size: 0",
+		"Links: 1   Blockcount: 0",
+		" atime: 0x6b03e58f:00000000 -- Mon Nov 23 07:04:47 2026",
+		" mtime: 0x6b03e58f:00000000 -- Mon Nov 23 07:04:47 2026",
+		"Size of extra inode fields: 32",
+		"Inode checksum: 0x6c1d2e6b",
+		"Device major/minor number: 01:03 (hex 01:03)",
+	}
+	if n, err := parseStat(dev); err != nil || n.rdev != int(unix.Mkdev(1, 3)) {
+		t.Errorf("device: %+v, %v", n, err)
 	}
 }
