@@ -274,9 +274,13 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		// A state dir whose state cannot be read (a crash while it was
 		// made, a damaged file) goes with --force, as runc's does, and
 		// whatever runs from it.
+		path := filepath.Join(r.Root, id)
+		if _, serr := os.Stat(filepath.Join(path, "rootfs.ext4")); serr == nil {
+			return fmt.Errorf("%w; %s holds an ext4 image with what the container wrote: move it away to delete the container", err, path)
+		}
 		log.G(ctx).WithError(err).WithField("id", id).Warn("removing a container whose state cannot be read")
-		killStateProcesses(filepath.Join(r.Root, id))
-		return (&StateDir{Path: filepath.Join(r.Root, id)}).Remove()
+		killStateProcesses(path)
+		return (&StateDir{Path: path}).Remove()
 	}
 	if (st.Status == StatusRunning || st.Status == StatusPaused || st.Status == StatusCreating) && !force {
 		dir.Unlock()
@@ -286,13 +290,17 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	// A container still being created has no monitor to ask yet: its VM's
 	// processes are killed below, and its create fails.
 	if st.alive() && st.Status != StatusCreating {
-		if client, closeFn, err := Connect(ctx, dir); err == nil {
+		// Bounded: a monitor or guest that does not answer is killed
+		// below.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if client, closeFn, err := Connect(cctx, dir); err == nil {
 			if st.Status == StatusPaused {
-				_, _ = client.Resume(ctx, &api.ContainerRequest{ContainerId: id})
+				_, _ = client.Resume(cctx, &api.ContainerRequest{ContainerId: id})
 			}
-			_, _ = client.Signal(ctx, &api.SignalRequest{ContainerId: id, Signal: uint32(unix.SIGKILL), All: true})
+			_, _ = client.Signal(cctx, &api.SignalRequest{ContainerId: id, Signal: uint32(unix.SIGKILL), All: true})
 			closeFn()
 		}
+		cancel()
 		for deadline := time.Now().Add(15 * time.Second); st.alive() && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}

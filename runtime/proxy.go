@@ -55,10 +55,18 @@ func (p *proxy) setStatus(status string) error {
 // Start, Pause and Resume change the container's state: they finish, and
 // the state file says what happened, even when the command that asked
 // dies half-way (a kill -9 of `vzrun start` must not leave a running
-// container recorded as created).
+// container recorded as created). stateChangeTimeout still bounds them,
+// for a guest that does not answer.
+const stateChangeTimeout = 2 * time.Minute
+
+// detached is ctx without its cancellation, bounded by stateChangeTimeout.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), stateChangeTimeout)
+}
 
 func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartResponse, error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	if req.ExecId != "" {
 		done := make(chan struct{})
 		p.m.starting.Store(req.ExecId, done)
@@ -92,7 +100,8 @@ func (p *proxy) Start(ctx context.Context, req *api.StartRequest) (*api.StartRes
 }
 
 func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	m := p.m
 	m.vcpus.Lock()
 	defer m.vcpus.Unlock()
@@ -118,7 +127,9 @@ func (p *proxy) Pause(ctx context.Context, req *api.ContainerRequest) (*api.Empt
 }
 
 func (p *proxy) Resume(ctx context.Context, req *api.ContainerRequest) (*api.Empty, error) {
-	return &api.Empty{}, p.thaw(context.WithoutCancel(ctx), req.ContainerId)
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	return &api.Empty{}, p.thaw(ctx, req.ContainerId)
 }
 
 func (p *proxy) Signal(ctx context.Context, req *api.SignalRequest) (resp *api.Empty, err error) {
@@ -186,18 +197,16 @@ func (p *proxy) Wait(ctx context.Context, req *api.WaitRequest) (*api.WaitRespon
 		return resp, err
 	}
 	if _, owned := ttrpc.GetMetadataValue(ctx, execOwnerKey); owned {
+		// A start the owner asked for before it died finishes first
+		// (it has its own time limit): the process it starts is killed
+		// below, not forgotten; one that comes later is refused.
+		p.m.orphaned.Store(req.ExecId, struct{}{})
+		time.AfterFunc(stateChangeTimeout+time.Minute, func() { p.m.orphaned.Delete(req.ExecId) })
+		if done, ok := p.m.starting.Load(req.ExecId); ok {
+			<-done.(chan struct{})
+		}
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		// A start the owner asked for before it died finishes first:
-		// the process it starts is killed below, not forgotten; one that
-		// comes later is refused.
-		p.m.orphaned.Store(req.ExecId, struct{}{})
-		if done, ok := p.m.starting.Load(req.ExecId); ok {
-			select {
-			case <-done.(chan struct{}):
-			case <-kctx.Done():
-			}
-		}
 		kill := func() error {
 			return p.withVCPUs(kctx, func() error {
 				_, err := p.AgentService.Signal(kctx, &api.SignalRequest{ContainerId: req.ContainerId, ExecId: req.ExecId, Signal: uint32(unix.SIGKILL)})
