@@ -116,7 +116,10 @@ func checkSpec(s *specs.Spec, bundle string) error {
 
 // Linux's limits on what an execve takes: one argument or environment
 // string at most 32 pages (MAX_ARG_STRLEN, its NUL included), all of them
-// at most three quarters of 8 MiB whatever the stack limit.
+// at most min(6 MiB, RLIMIT_STACK/4) (2 MiB at the default 8 MiB stack),
+// pointers included. A process over the first two can never be started,
+// whatever its limits: that much is refused here; the rest is the guest
+// kernel's to refuse at start, as under runc.
 const (
 	maxArgStrlen = 32 * 4096
 	maxArgTotal  = 8 << 20 / 4 * 3

@@ -124,10 +124,12 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 		}
 		r.CPU.RealtimePeriod = &v
 	}
-	if v, err := num("cpu-rt-runtime"); err != nil {
-		return err
-	} else if v != nil {
-		r.CPU.RealtimeRuntime = v
+	if c.IsSet("cpu-rt-runtime") {
+		v, err := strconv.ParseInt(c.String("cpu-rt-runtime"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("--cpu-rt-runtime %q: %w", c.String("cpu-rt-runtime"), err)
+		}
+		r.CPU.RealtimeRuntime = &v
 	}
 	if c.IsSet("blkio-weight") {
 		v, err := strconv.ParseUint(c.String("blkio-weight"), 10, 16)

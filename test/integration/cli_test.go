@@ -888,10 +888,20 @@ func TestKilledStartAndPauseLeaveTrueState(t *testing.T) {
 		id := uniqueID(t)
 		v.detach("create", "--bundle", b.Dir, id)
 		killAfter(d, "start", id)
-		status := v.state(id)["status"]
-		started := counter() > 0
-		if started && status != "running" || !started && status != "created" {
-			t.Errorf("start killed after %v: status %v, process started: %v", d, status, started)
+		// What the monitor finishes may take a while under load: the
+		// state must come to agree with the process, and stay.
+		var status any
+		for deadline, agreed := time.Now().Add(30*time.Second), 0; agreed < 3; time.Sleep(time.Second) {
+			status = v.state(id)["status"]
+			started := counter() > 0
+			if started && status == "running" || !started && status == "created" {
+				agreed++
+				continue
+			}
+			agreed = 0
+			if time.Now().After(deadline) {
+				t.Fatalf("start killed after %v: status %v, process started: %v", d, status, started)
+			}
 		}
 		if status == "created" {
 			v.runOK("start", id)
@@ -899,6 +909,13 @@ func TestKilledStartAndPauseLeaveTrueState(t *testing.T) {
 		waitFor(t, 30*time.Second, func() bool { return counter() > 0 })
 
 		killAfter(d, "pause", id)
+		for prev := ""; ; time.Sleep(time.Second) {
+			if st := fmt.Sprint(v.state(id)["status"]); st != prev {
+				prev = st
+				continue
+			}
+			break
+		}
 		switch status := v.state(id)["status"]; status {
 		case "running":
 			if !advancing() {

@@ -324,9 +324,12 @@ func (v *vm) checkDevices() error {
 		shares = max(shares, hypervisor.TemplateShares)
 	}
 	const fixed = 3 // virtio-serial (the agent's port), rng, balloon
-	nics := max(len(c.NICs), 1)
+	nics := len(c.NICs)
+	if c.Restorable {
+		nics = 1 // a template's one NIC slot
+	}
 	if n, limit := fixed+shares+nics+len(c.Disks), mmioTransports(v.guest.arch); n > limit {
-		return fmt.Errorf("vm %s needs %d virtio devices, its machine has %d: %d file shares (the rootfs, one per bind-mount source directory, one for bound files), %d drives, %d NICs and %d of its own; bind-mount fewer directories (files and subdirectories of one directory share it): %w",
+		return fmt.Errorf("vm %s needs %d virtio devices, its machine has %d: %d file shares (the rootfs, one per bind-mount source directory, one for bound files), %d drive(s), %d NIC(s) and %d of its own; bind-mount fewer directories (files and subdirectories of one directory share it): %w",
 			c.ID, n, limit, len(c.Shares), len(c.Disks), nics, fixed, errdefs.ErrInvalidArgument)
 	}
 	return nil
