@@ -222,7 +222,7 @@ func copyDirMeta(src, dst string, st *unix.Stat_t) error {
 	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
-	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+	if err := unix.Chmod(dst, uint32(st.Mode&0o7777)); err != nil {
 		return err
 	}
 	want, err := xattrs(src)
