@@ -73,7 +73,7 @@ func relay9p(qemu, helper int, root *helperRoot) error {
 			}
 			return fmt.Errorf("reading from qemu: %w", err)
 		}
-		if status, ok := privilegedXattr(root.get(), req); ok {
+		if status, ok := privilegedXattr(root, req); ok {
 			if err := writeFull(qemu, p9Status(status)); err != nil {
 				return fmt.Errorf("writing to qemu: %w", err)
 			}
@@ -125,9 +125,9 @@ func relay9p(qemu, helper int, root *helperRoot) error {
 // files, not CAP_SETFCAP or CAP_SYS_ADMIN. The path is resolved inside
 // the shared directory (RESOLVE_IN_ROOT: no symlink or .. leads out),
 // without following a final symlink. ok is false for any other request.
-func privilegedXattr(root int, req []byte) (status int32, ok bool) {
+func privilegedXattr(share *helperRoot, req []byte) (status int32, ok bool) {
 	typ := binary.NativeEndian.Uint32(req)
-	if root < 0 || (typ != p9SetXattr && typ != p9RemoveXattr) {
+	if typ != p9SetXattr && typ != p9RemoveXattr {
 		return 0, false
 	}
 	path, rest, ok := p9String(req[p9HeaderSize:])
@@ -151,6 +151,10 @@ func privilegedXattr(root int, req []byte) (status int32, ok bool) {
 			return -int32(unix.EINVAL), true
 		}
 		value, flags = []byte(v)[:size], int(int32(binary.NativeEndian.Uint32(rest[4:])))
+	}
+	root := share.get()
+	if root < 0 {
+		return 0, false
 	}
 	// QEMU's path strings carry their C terminator.
 	rel := strings.TrimLeft(strings.TrimRight(path, "\x00"), "/")
