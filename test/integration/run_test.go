@@ -259,6 +259,7 @@ func TestRunSetsPrivilegedXattrs(t *testing.T) {
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -280,6 +281,14 @@ func setx(path string, capability []byte) string {
 	}
 	if err := syscall.Setxattr(path, "trusted.kept", []byte("k"), 0); err != nil {
 		return "trusted.kept: " + err.Error()
+	}
+	// Read back, as cp -a and tar --xattrs do.
+	buf := make([]byte, 256)
+	if n, err := syscall.Getxattr(path, "trusted.kept", buf); err != nil || string(buf[:n]) != "k" {
+		return fmt.Sprintf("get trusted.kept: %q %v", buf[:max(n, 0)], err)
+	}
+	if n, err := syscall.Listxattr(path, buf); err != nil || !strings.Contains(string(buf[:max(n, 0)]), "trusted.kept\x00") || !strings.Contains(string(buf[:max(n, 0)]), "security.capability\x00") {
+		return fmt.Sprintf("list: %q %v", buf[:max(n, 0)], err)
 	}
 	return "set"
 }

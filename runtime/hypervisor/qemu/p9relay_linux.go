@@ -39,6 +39,8 @@ const (
 	p9Chmod   = 11
 	p9Chown   = 12
 
+	p9GetXattr    = 17
+	p9ListXattr   = 18
 	p9SetXattr    = 19
 	p9RemoveXattr = 20
 
@@ -59,8 +61,9 @@ type p9Fixup struct {
 // relay9p passes the 9p proxy protocol between QEMU's end (qemu) and the
 // helper's (helper), both blocking stream sockets, until either closes;
 // it closes both. In the share as root finds it, the relay sets and
-// removes security.* and trusted.* extended attributes itself (see
-// privilegedXattr).
+// removes security.* and trusted.* extended attributes itself, reads
+// trusted.* ones and lists them (see privilegedXattr and
+// privilegedXattrRead).
 func relay9p(qemu, helper int, root *helperRoot) error {
 	defer unix.Close(qemu)
 	defer unix.Close(helper)
@@ -75,6 +78,12 @@ func relay9p(qemu, helper int, root *helperRoot) error {
 		}
 		if status, ok := privilegedXattr(root, req); ok {
 			if err := writeFull(qemu, p9Status(status)); err != nil {
+				return fmt.Errorf("writing to qemu: %w", err)
+			}
+			continue
+		}
+		if resp, ok := privilegedXattrRead(root, req); ok {
+			if err := writeFull(qemu, resp); err != nil {
 				return fmt.Errorf("writing to qemu: %w", err)
 			}
 			continue
@@ -156,22 +165,11 @@ func privilegedXattr(share *helperRoot, req []byte) (status int32, ok bool) {
 	if root < 0 {
 		return 0, false
 	}
-	// QEMU's path strings carry their C terminator.
-	rel := strings.TrimLeft(strings.TrimRight(path, "\x00"), "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, at, err := openInShare(root, path)
 	if err != nil {
 		return errnoStatus(err), true
 	}
 	defer unix.Close(fd)
-	// The descriptor's /proc link reaches the file itself (an O_PATH
-	// descriptor takes no xattr calls of its own).
-	at := fmt.Sprintf("/proc/self/fd/%d", fd)
 	if typ == p9SetXattr {
 		err = unix.Setxattr(at, name, value, flags)
 	} else {
@@ -216,6 +214,86 @@ func (r *helperRoot) close() {
 	if r.fd > 0 {
 		unix.Close(r.fd)
 	}
+}
+
+// openInShare opens path (a 9p proxy path string) inside the share whose
+// root is root, without following a final symlink (RESOLVE_IN_ROOT: no
+// symlink or .. leads out), and returns the descriptor and its /proc
+// link, which reaches the file itself for xattr calls (an O_PATH
+// descriptor takes none of its own).
+func openInShare(root int, path string) (int, string, error) {
+	// QEMU's path strings carry their C terminator.
+	rel := strings.TrimLeft(strings.TrimRight(path, "\x00"), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return -1, "", err
+	}
+	return fd, fmt.Sprintf("/proc/self/fd/%d", fd), nil
+}
+
+// privilegedXattrRead answers a request to read a trusted.* extended
+// attribute, or to list a file's attributes, which the helper, without
+// CAP_SYS_ADMIN, gets wrong (ENODATA; a list without trusted.* names):
+// what it sets (privilegedXattr) the guest reads back. The request is
+// {size int32, path[, name]}; the answer, for size 0, the value's length
+// as an int32, else the value as a string. ok is false for any other
+// request.
+func privilegedXattrRead(share *helperRoot, req []byte) (resp []byte, ok bool) {
+	typ := binary.NativeEndian.Uint32(req)
+	if typ != p9GetXattr && typ != p9ListXattr {
+		return nil, false
+	}
+	args := req[p9HeaderSize:]
+	if len(args) < 4 {
+		return nil, false
+	}
+	size := int(int32(binary.NativeEndian.Uint32(args)))
+	path, rest, ok := p9String(args[4:])
+	if !ok || size < 0 || size > math.MaxUint16 {
+		return nil, false
+	}
+	var name string
+	if typ == p9GetXattr {
+		if name, _, ok = p9String(rest); !ok {
+			return nil, false
+		}
+		name = strings.TrimRight(name, "\x00")
+		if !strings.HasPrefix(name, "trusted.") {
+			return nil, false
+		}
+	}
+	root := share.get()
+	if root < 0 {
+		return nil, false
+	}
+	fd, at, err := openInShare(root, path)
+	if err != nil {
+		return p9Status(errnoStatus(err)), true
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, size)
+	var n int
+	if typ == p9GetXattr {
+		n, err = unix.Getxattr(at, name, buf)
+	} else {
+		n, err = unix.Listxattr(at, buf)
+	}
+	if err != nil {
+		return p9Status(errnoStatus(err)), true
+	}
+	if size == 0 {
+		return p9Status(int32(n)), true
+	}
+	value := p9AppendString(nil, string(buf[:n]))
+	msg := binary.NativeEndian.AppendUint32(nil, p9Success)
+	msg = binary.NativeEndian.AppendUint32(msg, uint32(len(value)))
+	return append(msg, value...), true
 }
 
 func errnoStatus(err error) int32 {
