@@ -27,7 +27,7 @@ var updateCommand = &cli.Command{
 		&cli.StringFlag{Name: "cpuset-cpus", Usage: "CPUs to use"},
 		&cli.StringFlag{Name: "cpuset-mems", Usage: "memory nodes to use"},
 		&cli.IntFlag{Name: "pids-limit", Usage: "maximum number of pids"},
-		&cli.StringFlag{Name: "blkio-weight", Usage: "block IO weight (10-1000)"},
+		&cli.StringFlag{Name: "blkio-weight", Usage: "block IO weight (not in the guest: no io.weight)"},
 		&cli.StringFlag{Name: "cpu-rt-period", Usage: "CPU real-time period in µs"},
 		&cli.StringFlag{Name: "cpu-rt-runtime", Usage: "CPU real-time runtime in µs"},
 		&cli.StringFlag{Name: "l3-cache-schema", Usage: "Intel RDT L3 cache schema (not in a VM)"},
@@ -132,15 +132,7 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 		r.CPU.RealtimeRuntime = &v
 	}
 	if c.IsSet("blkio-weight") {
-		v, err := strconv.ParseUint(c.String("blkio-weight"), 10, 16)
-		if err != nil {
-			return fmt.Errorf("--blkio-weight %q: %w", c.String("blkio-weight"), err)
-		}
-		w := uint16(v)
-		if r.BlockIO == nil {
-			r.BlockIO = &specs.LinuxBlockIO{}
-		}
-		r.BlockIO.Weight = &w
+		return fmt.Errorf("--blkio-weight: the guest kernel has no I/O weight control (io.weight): %w", errdefs.ErrNotImplemented)
 	}
 	for _, name := range []string{"l3-cache-schema", "mem-bw-schema"} {
 		if c.IsSet(name) {
