@@ -87,14 +87,11 @@ func dirSize(dir string) (int64, error) {
 func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	// Syncs into one bundle take turns (containers sharing it): each
 	// would take the other's dump for a stale one.
-	bundle, err := os.Open(filepath.Dir(rootfs))
+	release, err := flockPath(filepath.Dir(rootfs))
 	if err != nil {
 		return err
 	}
-	defer bundle.Close()
-	if err := unix.Flock(int(bundle.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("locking %s: %w", filepath.Dir(rootfs), err)
-	}
+	defer release()
 	// A guest that did not shut down cleanly (its VM killed) leaves
 	// ext4's journal to replay, and debugfs does not replay it: what the
 	// container wrote and synced would be missed. (0: clean, 1: replayed.)

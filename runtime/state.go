@@ -141,16 +141,23 @@ func lockDelete(root, id string) (release func(), err error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(root, id))
+	release, err = flockPath(filepath.Join(root, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
+	}
+	return release, err
+}
+
+// flockPath holds an exclusive flock on path, a file or a directory,
+// until release.
+func flockPath(path string) (release func(), err error) {
+	f, err := os.Open(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("container %s does not exist: %w", id, errdefs.ErrNotFound)
-		}
 		return nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("locking %s for delete: %w", id, err)
+		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
 }
