@@ -101,16 +101,27 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 			log.G(ctx).WithError(err).Warnf("replaying the journal of %s: %s", img, strings.TrimSpace(string(out)))
 		}
 	}
+	// The dump is made where its entries can be renamed into the
+	// rootfs: beside it, or in it where it is a mount of its own (the
+	// shim's: containerd's snapshot mounted at bundle/rootfs).
+	at := filepath.Dir(rootfs)
+	if !sameFileSystem(at, rootfs) {
+		at = rootfs
+	}
 	// A sync that was killed left its dump: the image still holds it all.
-	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(rootfs), ".vzrun-sync-*")); len(stale) > 0 {
+	for _, dir := range []string{filepath.Dir(rootfs), rootfs} {
+		stale, _ := filepath.Glob(filepath.Join(dir, ".vzrun-sync-*"))
 		for _, d := range stale {
 			_ = os.RemoveAll(d)
 		}
 	}
-	dump, err := os.MkdirTemp(filepath.Dir(rootfs), ".vzrun-sync-")
+	dump, err := os.MkdirTemp(at, ".vzrun-sync-")
 	if err != nil {
 		return err
 	}
+	// What rdump makes must not inherit the directory's default ACL:
+	// the entries carry the image's attributes only.
+	_ = unix.Removexattr(dump, "system.posix_acl_default")
 	if err := rdump(ctx, img, dump); err != nil {
 		// Nothing is swapped in: the image, whole, stays the container's
 		// data (syncLeftImage keeps it beside the rootfs).
@@ -124,33 +135,66 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 	if _, err := os.Lstat(filepath.Join(rootfs, "lost+found")); errors.Is(err, os.ErrNotExist) {
 		_ = os.RemoveAll(filepath.Join(dump, "lost+found"))
 	}
-	var since *unix.Timespec
-	if t, ok := packedAt(img); ok {
-		since = &t
-	}
+	since, _ := packedAt(img)
 	if err := mergeDump(dump, rootfs, since); err != nil {
 		return err
 	}
 	return os.RemoveAll(dump)
 }
 
-// packedMark is the file beside an ext4 image made as its packing began:
-// its modification time says which rootfs entries are newer than the
-// image (file times come from the same coarse clock).
+// packedMark is the file beside an ext4 image that records when its
+// packing began, on the rootfs's own clock (see markPacking).
 func packedMark(img string) string { return img + ".packed" }
 
-// markPacking records that img's packing begins now.
-func markPacking(img string) error {
-	return os.WriteFile(packedMark(img), nil, 0o600)
+// packing is when an image's packing began. exact: read on the rootfs's
+// file system (a file made there), so its ctimes compare to the
+// nanosecond; otherwise the mark's own time, compared in whole seconds.
+type packing struct {
+	at    unix.Timespec
+	exact bool
+}
+
+// newer says whether st changed at or after the packing began (a tie is
+// kept: it may have been made after).
+func (p *packing) newer(st *unix.Stat_t) bool {
+	if p.exact {
+		return st.Ctim.Sec > p.at.Sec || st.Ctim.Sec == p.at.Sec && st.Ctim.Nsec >= p.at.Nsec
+	}
+	return st.Ctim.Sec >= p.at.Sec
+}
+
+// markPacking records that img's packing of rootfs begins now: the ctime
+// of a file made (and removed) in rootfs, so that the rootfs's entries
+// compare on their own file system's clock and granularity; where rootfs
+// takes no file, the mark's own time.
+func markPacking(img, rootfs string) error {
+	var at string
+	if f, err := os.CreateTemp(rootfs, ".vzrun-mark-"); err == nil {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) == nil {
+			at = fmt.Sprintf("%d %d", st.Ctim.Sec, st.Ctim.Nsec)
+		}
+		f.Close()
+		_ = os.Remove(f.Name())
+	}
+	return os.WriteFile(packedMark(img), []byte(at), 0o600)
 }
 
 // packedAt is when img's packing began, if recorded.
-func packedAt(img string) (unix.Timespec, bool) {
+func packedAt(img string) (*packing, bool) {
+	b, err := os.ReadFile(packedMark(img))
+	if err != nil {
+		return nil, false
+	}
+	var sec, nsec int64
+	if _, err := fmt.Sscanf(string(b), "%d %d", &sec, &nsec); err == nil {
+		return &packing{at: unix.Timespec{Sec: sec, Nsec: nsec}, exact: true}, true
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(packedMark(img), &st); err != nil {
-		return unix.Timespec{}, false
+		return nil, false
 	}
-	return st.Mtim, true
+	return &packing{at: st.Mtim}, true
 }
 
 // mergeDump moves what the dump holds into rootfs, directory by
@@ -161,7 +205,14 @@ func packedAt(img string) (unix.Timespec, bool) {
 // goes; a newer one was made on the host meanwhile, and stays (so does
 // everything, with since nil). Nothing of the rootfs moves into the dump:
 // a merge that fails half-way leaves the dump to redo from the image.
-func mergeDump(dump, rootfs string, since *unix.Timespec) error {
+func mergeDump(dump, rootfs string, since *packing) error {
+	if os.Geteuid() != 0 {
+		// Without root (the macOS backend), a directory without write
+		// permission (a 0555 /usr/bin) takes no new entries: made
+		// writable while merged; copyDirMeta gives it its mode after.
+		defer writable(rootfs)()
+		writable(dump)
+	}
 	got, err := os.ReadDir(dump)
 	if err != nil {
 		return err
@@ -179,10 +230,11 @@ func mergeDump(dump, rootfs string, since *unix.Timespec) error {
 			continue
 		}
 		p := filepath.Join(rootfs, e.Name())
+		if strings.HasPrefix(e.Name(), ".vzrun-sync-") {
+			continue // the dump itself, made in a rootfs that is a mount
+		}
 		var st unix.Stat_t
-		// Whole seconds, and a tie kept: the rootfs's file system may
-		// keep coarser times than the state dir's.
-		if since != nil && (unix.Lstat(p, &st) != nil || st.Ctim.Sec >= since.Sec) {
+		if since != nil && (unix.Lstat(p, &st) != nil || since.newer(&st)) {
 			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
@@ -192,8 +244,12 @@ func mergeDump(dump, rootfs string, since *unix.Timespec) error {
 	for _, e := range got {
 		src, dst := filepath.Join(dump, e.Name()), filepath.Join(rootfs, e.Name())
 		var s, d unix.Stat_t
-		if unix.Lstat(src, &s) == nil && unix.Lstat(dst, &d) == nil &&
-			s.Mode&unix.S_IFMT == unix.S_IFDIR && d.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := unix.Lstat(src, &s); err != nil {
+			return err
+		}
+		dstErr := unix.Lstat(dst, &d)
+		srcDir, dstDir := s.Mode&unix.S_IFMT == unix.S_IFDIR, dstErr == nil && d.Mode&unix.S_IFMT == unix.S_IFDIR
+		if srcDir && dstDir {
 			if err := mergeDump(src, dst, since); err != nil {
 				return err
 			}
@@ -202,14 +258,29 @@ func mergeDump(dump, rootfs string, since *unix.Timespec) error {
 			}
 			continue
 		}
-		if err := os.RemoveAll(dst); err != nil {
-			return err
+		// A rename replaces a file (or symlink) in one step; a directory
+		// on either side has to go first.
+		if dstErr == nil && (srcDir || dstDir) {
+			if err := os.RemoveAll(dst); err != nil {
+				return err
+			}
 		}
 		if err := os.Rename(src, dst); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writable gives dir its owner's write permission if it lacks it, and
+// returns what takes it back.
+func writable(dir string) (restore func()) {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o200 != 0 {
+		return func() {}
+	}
+	_ = os.Chmod(dir, fi.Mode().Perm()|0o200)
+	return func() { _ = os.Chmod(dir, fi.Mode().Perm()) }
 }
 
 // copyDirMeta gives directory dst what src (stat st) has: owner, mode
@@ -230,6 +301,9 @@ func copyDirMeta(src, dst string, st *unix.Stat_t) error {
 	if err != nil {
 		return err
 	}
+	// The host's labelling, not the image's.
+	delete(want, "security.selinux")
+	delete(old, "security.selinux")
 	for name := range old {
 		if _, ok := want[name]; !ok {
 			if err := unix.Lremovexattr(dst, name); err != nil {
@@ -269,6 +343,13 @@ func xattrs(path string) (map[string][]byte, error) {
 		out[name] = v[:m]
 	}
 	return out, nil
+}
+
+// sameFileSystem says whether a and b are on one file system (a rename
+// from one to the other can work).
+func sameFileSystem(a, b string) bool {
+	var sa, sb unix.Stat_t
+	return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev
 }
 
 // rdump dumps the whole of img into dir. debugfs exits 0 whatever went
@@ -330,6 +411,12 @@ func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
 // stays in the state dir, which must then stay too: an *imageKeptError.
 func keepImage(ctx context.Context, img, rootfs, id string, syncErr error) error {
 	keep := filepath.Join(filepath.Dir(rootfs), "rootfs-"+id+".ext4")
+	// A rootfs that is a mount of its own is a runtime's (the shim's:
+	// containerd removes its bundle directory with the task): the image
+	// stays with the container's state instead.
+	if !sameFileSystem(filepath.Dir(rootfs), rootfs) {
+		return &imageKeptError{img: img, id: id, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", id, rootfs, syncErr)}
+	}
 	err := os.Rename(img, keep)
 	if err != nil {
 		var out []byte
@@ -535,7 +622,8 @@ func parseStat(lines []string) (*inode, error) {
 			if v, ok := field(l, "Blockcount:"); ok {
 				n.blocks, err = strconv.ParseInt(v, 10, 64)
 			}
-		case strings.HasPrefix(l, " atime:"), strings.HasPrefix(l, " mtime:"):
+		case strings.HasPrefix(strings.TrimSpace(l), "atime:"), strings.HasPrefix(strings.TrimSpace(l), "mtime:"):
+			// " atime:", or "atime:" for a 128-byte inode.
 			f := strings.Fields(l)
 			var ts unix.Timespec
 			if ts, err = parseInodeTime(f[1]); err == nil {

@@ -80,7 +80,7 @@ func TestSyncExt4BackKeepsWhatRdumpSkips(t *testing.T) {
 	// The sync compares times in whole seconds: the tree is older than
 	// the packing by more than one.
 	time.Sleep(1100 * time.Millisecond)
-	must(markPacking(img))
+	must(markPacking(img, rootfs))
 	must(makeExt4(ctx, rootfs, img, "32"))
 	// Made on the host while the container runs: kept by the sync.
 	must(os.WriteFile(filepath.Join(rootfs, "added-later"), []byte("host"), 0o644))
@@ -285,5 +285,77 @@ func TestParseStatIgnoresGuestText(t *testing.T) {
 	}
 	if n, err := parseStat(dev); err != nil || n.rdev != int(unix.Mkdev(1, 3)) {
 		t.Errorf("device: %+v, %v", n, err)
+	}
+	// A 128-byte inode (mkfs -I 128): times at the start of the line,
+	// whole seconds.
+	small := []string{
+		"Inode: 12   Type: regular    Mode:  0644   Flags: 0x80000",
+		"User:     0   Group:     0   Size: 2",
+		"Links: 1   Blockcount: 2",
+		"ctime: 0x6b03e58f -- Mon Nov 23 07:04:47 2026",
+		"atime: 0x6b03e58e -- Mon Nov 23 07:04:46 2026",
+		"mtime: 0x6b03e58d -- Mon Nov 23 07:04:45 2026",
+		"EXTENTS:",
+	}
+	if n, err := parseStat(small); err != nil || !n.haveTimes || n.mtime.Sec != 0x6b03e58d || n.atime.Sec != 0x6b03e58e {
+		t.Errorf("128-byte inode: %+v, %v", n, err)
+	}
+}
+
+// TestSyncExt4BackIntoAMountedRootfs: a rootfs that is a mount of its own
+// (the shim's: containerd's snapshot at bundle/rootfs) takes the sync:
+// nothing can be renamed into it from beside it, so the dump is made in it
+// (a rename across file systems failed after the entry it replaced was
+// removed: a rootfs lost /bin).
+func TestSyncExt4BackIntoAMountedRootfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mount")
+	}
+	ctx := context.Background()
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", rootfs, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
+	if err := os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile := func(p, data string) {
+		if err := os.WriteFile(filepath.Join(rootfs, p), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile("bin/sh", "sh")
+	writeFile("etc-file", "old")
+	img := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if err := markPacking(img, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := makeExt4(ctx, rootfs, img, "32"); err != nil {
+		t.Fatal(err)
+	}
+	changed := filepath.Join(t.TempDir(), "changed")
+	if err := os.WriteFile(changed, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"rm /etc-file", "write " + changed + " etc-file"} {
+		if out, err := execOutput(ctx, "debugfs", "-w", "-R", c, img); err != nil {
+			t.Fatalf("debugfs %s: %v: %s", c, err, out)
+		}
+	}
+	if err := syncExt4Back(ctx, img, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"bin/sh": "sh", "etc-file": "new"} {
+		if b, err := os.ReadFile(filepath.Join(rootfs, p)); err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", p, b, err, want)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(rootfs, ".vzrun-*")); len(left) > 0 {
+		t.Errorf("left in the rootfs: %v", left)
 	}
 }

@@ -117,7 +117,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 				opts = append(opts, "sync")
 			}
 		}
-		if err := markPacking(img); err != nil {
+		if err := markPacking(img, rootfs); err != nil {
 			return nil, err
 		}
 		if err := makeExt4(ctx, rootfs, img, spec.Annotations[AnnotationDiskSizeMB]); err != nil {

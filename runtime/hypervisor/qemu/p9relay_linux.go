@@ -240,7 +240,10 @@ func openInShare(root int, path string) (int, string, error) {
 // privilegedXattrRead answers a request to read a trusted.* extended
 // attribute, or to list a file's attributes, which the helper, without
 // CAP_SYS_ADMIN, gets wrong (ENODATA; a list without trusted.* names):
-// what it sets (privilegedXattr) the guest reads back. The request is
+// what it sets (privilegedXattr) the guest reads back. (Lists are made as
+// root, so a process without CAP_SYS_ADMIN sees trusted.* names too,
+// which the guest's 9p client does not filter; reading one still needs
+// the capability in the guest.) The request is
 // {size int32, path[, name]}; the answer, for size 0, the value's length
 // as an int32, else the value as a string. ok is false for any other
 // request.
