@@ -32,9 +32,12 @@ KERNEL := $(SHARE)/$(KERNEL_IMAGE_$(ARCH))
 INITRD := $(SHARE)/initrd$(if $(filter arm64,$(ARCH)),-arm64).img
 RUNC   := $(CACHE)/runc-$(RUNC_VERSION)-$(ARCH)/runc
 
+# libseccomp-dev is named with the host's architecture: make deps-arm64
+# installs the arm64 one too, and dpkg-query takes either for a bare name.
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 APT_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.1 busybox-static e2fsprogs erofs-utils \
 	runc build-essential bc flex bison libelf-dev cpio kmod iproute2 protobuf-compiler \
-	libseccomp-dev pkg-config hyperfine python3 iptables iperf3 fio bats gawk jq
+	libseccomp-dev$(if $(DEB_ARCH),:$(DEB_ARCH)) pkg-config hyperfine python3 iptables iperf3 fio bats gawk jq
 
 export PATH := $(BIN):$(HOME)/go/bin:$(PATH)
 
