@@ -257,6 +257,10 @@ func (c *Container) Kill(ctx context.Context) {
 	}
 }
 
+// SyncsBack says the container's rootfs gets its writes only when the VM
+// stops (the ext4 mode): Stop syncs them back.
+func (c *Container) SyncsBack() bool { return c.plan != nil && c.plan.afterStop != nil }
+
 // Stop stops the VM and syncs a block rootfs back; the state stays.
 func (c *Container) Stop(ctx context.Context) error {
 	if c.stopPublishing != nil {

@@ -61,6 +61,10 @@ type process struct {
 	exitCode uint32
 	exitedAt time.Time
 	done     chan struct{}
+	// ended closes when the guest reports the exit, done once the exit
+	// is the shim's answer: later for a container whose rootfs is synced
+	// back when its VM stops (done waits for the sync).
+	ended chan struct{}
 	// waiter starts waitExit once: at start, or at a kill of a process
 	// that was never started.
 	waiter  sync.Once
@@ -174,7 +178,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		c.Destroy(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	p := &process{pid: uint32(sent.pid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{pid: uint32(sent.pid()), terminal: r.Terminal, status: task.Status_CREATED, done: make(chan struct{}), ended: make(chan struct{}),
 		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
 	if err := s.startIO(ctx, c, p); err != nil {
 		sent.stop()
@@ -414,6 +418,17 @@ func (s *service) waitExit(id string, p *process) {
 			log.G(ctx).WithField("exec", p.execID).Warn("the process's output did not end with it")
 		}
 	}
+	close(p.ended)
+	// A rootfs synced back when the VM stops (the ext4 mode) holds the
+	// container's writes only after that: the exit is reported once they
+	// are there, as under runc, where they are in the rootfs as the
+	// process ends. A client acting on the exit (nerdctl cp, which mounts
+	// the snapshot a second time; start, which deletes the task) would
+	// otherwise see the rootfs without them, or break the sync.
+	syncFirst := p.execID == "" && s.c.SyncsBack()
+	if syncFirst {
+		s.stopVM(ctx)
+	}
 	p.mu.Lock()
 	p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, status, at
 	p.mu.Unlock()
@@ -424,7 +439,7 @@ func (s *service) waitExit(id string, p *process) {
 	s.publish(ctx, runtime.TaskExitEventTopic, &eventstypes.TaskExit{
 		ContainerID: id, ID: execOrID(id, p.execID), Pid: p.pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at),
 	})
-	if p.execID == "" {
+	if p.execID == "" && !syncFirst {
 		s.stopVM(ctx)
 	}
 }
@@ -483,8 +498,13 @@ func (s *service) signal(ctx context.Context, id, execID string, sig uint32, all
 		// the answer.
 		if p, perr := s.process(id, ""); perr == nil {
 			select {
-			case <-p.done:
-				return nil
+			case <-p.ended:
+				select {
+				case <-p.done:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			case <-time.After(5 * time.Second):
 			}
 		}
@@ -514,7 +534,7 @@ func (s *service) stopped(id string) error {
 		return err
 	}
 	select {
-	case <-p.done:
+	case <-p.ended:
 		return fmt.Errorf("container %s is stopped: %w", id, errdefs.ErrFailedPrecondition)
 	default:
 		return nil
@@ -572,6 +592,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	}
 	if p.status == task.Status_CREATED {
 		p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, 128+9, time.Now()
+		close(p.ended)
 		close(p.done)
 	}
 	s.stopSentinel()
@@ -591,7 +612,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *p
 		return nil, err
 	}
 	select {
-	case <-init.done:
+	case <-init.ended:
 		// The runc shim's words, which tools and users match on.
 		return nil, errors.New("cannot exec in a stopped state")
 	default:
@@ -615,7 +636,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *p
 	if _, err := s.c.Agent.Exec(ctx, &api.ExecRequest{ContainerId: r.ID, ExecId: r.ExecID, Process: r.Spec.GetValue(), Stdin: r.Stdin != ""}); err != nil {
 		return nil, errgrpc.ToNative(err)
 	}
-	p := &process{execID: r.ExecID, terminal: r.Terminal, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{execID: r.ExecID, terminal: r.Terminal, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}), ended: make(chan struct{}),
 		stdio: stdioPaths{r.Stdin, r.Stdout, r.Stderr}}
 	s.mu.Lock()
 	s.execs[r.ExecID] = p
@@ -745,6 +766,15 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *ptypes.E
 	select {
 	case <-p.done:
 		return nil, fmt.Errorf("process %s has exited: %w", execOrID(r.ID, r.ExecID), errdefs.ErrNotFound)
+	case <-p.ended:
+		// Its exit is not reported yet (the rootfs is being synced
+		// back): the signal is answered by that end.
+		select {
+		case <-p.done:
+			return &ptypes.Empty{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	default:
 	}
 	err = s.signal(ctx, r.ID, r.ExecID, r.Signal, r.All)

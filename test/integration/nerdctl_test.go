@@ -662,3 +662,51 @@ func parseSize(t *testing.T, s string) uint64 {
 	t.Fatalf("size %q", s)
 	return 0
 }
+
+// The ext4 rootfs mode through the shim: what a container writes and
+// removes reaches containerd's snapshot when its VM stops, as under runc,
+// so `nerdctl cp` reads it out of the stopped container and a second
+// start sees it. Foreground runs: nerdctl deletes the task as soon as the
+// process's exit is reported, while the shim may still be syncing.
+func TestNerdctlExt4Rootfs(t *testing.T) {
+	n, img := startNerdctl(t)
+	ext4 := append([]string{"--annotation", "io.vzrun.rootfs=ext4"}, vzRuntime...)
+	script := "echo run >> /root/out; if [ -e /root/flip ]; then rm -r /root/flip; else mkdir -p /root/flip/sub; echo deep > /root/flip/sub/f; fi; cat /root/out"
+	cp := func(name, path string) (string, error) {
+		dst := filepath.Join(t.TempDir(), "out")
+		if _, errs, code := n.run("", "cp", name+":"+path, dst); code != 0 {
+			return "", fmt.Errorf("nerdctl cp: exit %d: %s", code, errs)
+		}
+		b, err := os.ReadFile(dst)
+		return string(b), err
+	}
+	for _, name := range []string{"e4a", "e4b"} {
+		if out := n.ok(append(append([]string{"run", "--name", name}, ext4...), img, "sh", "-c", script)...); out != "run\n" {
+			t.Fatalf("%s: %q", name, out)
+		}
+		if got, err := cp(name, "/root/flip/sub/f"); err != nil || got != "deep\n" {
+			t.Errorf("%s: the file the container wrote, copied out after it stopped: %q, %v (not synced back into the snapshot)", name, got, err)
+		}
+		if out := n.ok("start", "-a", name); out != "run\nrun\n" {
+			t.Errorf("%s: start -a: %q, want the first run's line and the second's", name, out)
+		}
+		if got, err := cp(name, "/root/out"); err != nil || got != "run\nrun\n" {
+			t.Errorf("%s: /root/out after the second run: %q, %v", name, got, err)
+		}
+		if got, err := cp(name, "/root/flip/sub/f"); err == nil {
+			t.Errorf("%s: the directory the second run removed is still there: %q", name, got)
+		}
+	}
+	// Stopped by a kill (nerdctl stop's SIGKILL after its timeout): the
+	// kill's answer and the exit wait for the sync too.
+	n.ok(append(append([]string{"run", "-d", "--name", "e4c"}, ext4...), img, "sh", "-c", "echo before-stop > /root/d; exec sleep 1000")...)
+	waitFor(t, 60*time.Second, func() bool {
+		o, _, c := n.run("", "exec", "e4c", "cat", "/root/d")
+		return c == 0 && o == "before-stop\n"
+	})
+	n.ok("stop", "-t", "1", "e4c")
+	if got, err := cp("e4c", "/root/d"); err != nil || got != "before-stop\n" {
+		t.Errorf("e4c: the file written before nerdctl stop, copied out after it: %q, %v", got, err)
+	}
+	n.ok("rm", "e4a", "e4b", "e4c")
+}
