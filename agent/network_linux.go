@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -103,7 +104,7 @@ func moveNIC(ctx context.Context, ifc *api.Interface, pid int, h *netlink.Handle
 	if nic == nil {
 		return fmt.Errorf("no nic with mac %s in the vm: %w", nicMAC, errdefs.ErrNotFound)
 	}
-	if err := netlink.LinkSetNsPid(nic, pid); err != nil {
+	if err := moveLink(nic, pid, ifc.Name); err != nil {
 		return fmt.Errorf("moving %s into the container: %w", nic.Attrs().Name, err)
 	}
 	// Found again by MAC: its index may be taken in the new namespace.
@@ -168,6 +169,24 @@ func moveNIC(ctx context.Context, ifc *api.Interface, pid int, h *netlink.Handle
 		return dhcp(ctx, pid, h, link)
 	}
 	return nil
+}
+
+// moveLink moves link into the network namespace of pid, named name there
+// ("" keeps its name) in the same request: the guest numbers its NICs as
+// it finds them, so with several, one's name here can be taken there by
+// another already moved and renamed (the kernel refuses a move whose name
+// is taken unless it is given one to use instead).
+func moveLink(link netlink.Link, pid int, name string) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(link.Attrs().Index)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_NET_NS_PID, nl.Uint32Attr(uint32(pid))))
+	if name != "" {
+		req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	}
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 func addRoute(h *netlink.Handle, r *api.Route) error {

@@ -266,8 +266,8 @@ func (c *Container) Stop(ctx context.Context) error {
 	if c.stopPublishing != nil {
 		c.stopPublishing()
 	}
-	if c.plan != nil && c.plan.tap != nil {
-		defer c.plan.tap.Close()
+	if c.plan != nil {
+		defer c.plan.closeTaps()
 	}
 	if c.sb == nil {
 		return nil

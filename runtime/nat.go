@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -26,14 +27,14 @@ const EnvNATDHCP = "VZRUN_NAT_DHCP"
 
 // planNAT gives the VM a NAT NIC.
 func (p *containerVM) planNAT(id string) {
-	p.nat, p.nicMAC = true, network.StableMAC(id)
-	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: p.nicMAC})
+	p.nat, p.nicMACs = true, []net.HardwareAddr{network.StableMAC(id)}
+	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: p.nicMACs[0]})
 }
 
 // configureNAT has the agent configure the NAT NIC: statically where the
 // NAT's network is known (natConfig), else by DHCP.
 func (c *Container) configureNAT(ctx context.Context) error {
-	ifc := &api.Interface{Name: "eth0", NicMac: c.plan.nicMAC.String()}
+	ifc := &api.Interface{Name: "eth0", NicMac: c.plan.nicMACs[0].String()}
 	req := &api.ConfigureNetworkRequest{ContainerId: c.ID, Interfaces: []*api.Interface{ifc}}
 	if natAddress != "" && os.Getenv(EnvNATDHCP) != "1" {
 		ifc.Addresses = []string{natAddress}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,13 +174,50 @@ func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) 
 			return fmt.Errorf("network namespace %s is in use by %s%s: a container in its own VM cannot share another container's network namespace (its VM would take that namespace's traffic); give it a namespace no process is in: %w", path, users[0], more, errdefs.ErrInvalidArgument)
 		}
 	}
-	tap, err := network.NewTap(network.TapName)
+	n, err := NICCount(spec)
 	if err != nil {
-		return fmt.Errorf("network of %s: %w", id, err)
+		return err
 	}
-	p.netns, p.tap, p.nicMAC = path, tap, network.StableMAC(id)
-	p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: p.nicMAC, Tap: tap.File})
+	if _, set := spec.Annotations[AnnotationNICs]; !set && path != "/proc/self/ns/net" {
+		// A namespace handed over by path (CRI, BuildKit) is filled
+		// already: a NIC for each interface there.
+		if ifcs, _, err := network.Inspect(path); err == nil && len(ifcs) > n {
+			n = min(len(ifcs), MaxNICs)
+		}
+	}
+	p.netns = path
+	for i := range n {
+		tap, err := network.NewTap(network.TapNameN(i))
+		if err != nil {
+			p.closeTaps()
+			return fmt.Errorf("network of %s: %w", id, err)
+		}
+		mac := network.StableMAC(id)
+		if i > 0 {
+			mac = network.StableMAC(id + "/nic" + strconv.Itoa(i))
+		}
+		p.taps, p.nicMACs = append(p.taps, tap), append(p.nicMACs, mac)
+		p.cfg.NICs = append(p.cfg.NICs, hypervisor.NIC{MAC: mac, Tap: tap.File})
+	}
 	return nil
+}
+
+// nicOrder lists the interfaces the VM's NICs take, in NIC order: eth0
+// (CNI's first network) first, then the others as the namespace numbers
+// them.
+func nicOrder(ifcs []network.Interface) []network.Interface {
+	out := make([]network.Interface, 0, len(ifcs))
+	for _, i := range ifcs {
+		if i.Name == "eth0" {
+			out = append(out, i)
+		}
+	}
+	for _, i := range ifcs {
+		if i.Name != "eth0" {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // connectNetwork joins the VM's NIC to what the container's network
@@ -201,34 +239,39 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 		log.G(ctx).WithField("id", c.ID).Debug("no interface in the network namespace: loopback only")
 		return nil
 	}
-	ifc := ifcs[0]
-	for _, i := range ifcs {
-		if i.Name == "eth0" {
-			ifc = i
+	ifcs = nicOrder(ifcs)
+	if len(ifcs) > len(p.taps) {
+		var left []string
+		for _, i := range ifcs[len(p.taps):] {
+			left = append(left, i.Name)
 		}
+		log.G(ctx).WithField("id", c.ID).Warnf("%d interfaces in the network namespace but %d NIC(s) in the VM: %s do not reach it (annotation %s sets the number of NICs)",
+			len(ifcs), len(p.taps), strings.Join(left, ", "), AnnotationNICs)
+		ifcs = ifcs[:len(p.taps)]
 	}
-	if len(ifcs) > 1 {
-		log.G(ctx).WithField("id", c.ID).Warnf("%d interfaces in the network namespace: only %s reaches the vm", len(ifcs), ifc.Name)
-	}
-	if err := network.Connect(p.netns, p.tap, ifc); err != nil {
-		return fmt.Errorf("network of %s: %w", c.ID, err)
-	}
-	if p.netns != "/proc/self/ns/net" {
-		// A namespace that outlives the owner keeps the redirect:
-		// delete removes it.
-		c.State.NetNS, c.State.NetIface = p.netns, ifc.Name
-		if err := c.Dir.Update(c.State); err != nil {
-			return err
-		}
-	}
+	var names []string
 	req := &api.ConfigureNetworkRequest{ContainerId: c.ID}
-	gi := &api.Interface{Name: ifc.Name, NicMac: p.nicMAC.String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
-	for _, a := range ifc.Addrs {
-		gi.Addresses = append(gi.Addresses, a.String())
+	for n, ifc := range ifcs {
+		if err := network.Connect(p.netns, p.taps[n], ifc); err != nil {
+			return fmt.Errorf("network of %s: %w", c.ID, err)
+		}
+		names = append(names, ifc.Name)
+		if p.netns != "/proc/self/ns/net" {
+			// A namespace that outlives the owner keeps the
+			// redirects: delete removes them.
+			c.State.NetNS, c.State.NetIface, c.State.NetIfaces = p.netns, names[0], names
+			if err := c.Dir.Update(c.State); err != nil {
+				return err
+			}
+		}
+		gi := &api.Interface{Name: ifc.Name, NicMac: p.nicMACs[n].String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
+		for _, a := range ifc.Addrs {
+			gi.Addresses = append(gi.Addresses, a.String())
+		}
+		req.Interfaces = append(req.Interfaces, gi)
 	}
-	req.Interfaces = append(req.Interfaces, gi)
 	for _, r := range routes {
-		if r.Device != ifc.Name {
+		if !slices.Contains(names, r.Device) {
 			continue
 		}
 		gr := &api.Route{Device: r.Device, Scope: uint32(r.Scope), Family: uint32(r.Family),
@@ -247,7 +290,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	// What CNI set in the namespace (the tuning plugin's sysctls) the
 	// guest's gets too; the spec's own sysctls, which runc applies after
 	// the hooks, win.
-	if sysctls, err := network.ChangedSysctls(p.netns, ifc.Name); err != nil {
+	if sysctls, err := network.ChangedSysctls(p.netns, names...); err != nil {
 		log.G(ctx).WithError(err).WithField("id", c.ID).Warn("reading the network namespace's sysctls")
 	} else {
 		var own map[string]string
@@ -266,7 +309,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	if _, err := c.Agent.ConfigureNetwork(ctx, req); err != nil {
 		return fmt.Errorf("configuring the network of %s in the guest: %w", c.ID, errgrpc.ToNative(err))
 	}
-	log.G(ctx).WithFields(log.Fields{"id": c.ID, "interface": ifc.Name, "addresses": gi.Addresses}).Debug("network connected")
+	log.G(ctx).WithFields(log.Fields{"id": c.ID, "interfaces": names}).Debug("network connected")
 	return nil
 }
 
@@ -291,8 +334,14 @@ func disconnectNetwork(ctx context.Context, st *State) {
 	if st.NetNS == "" {
 		return
 	}
-	if err := network.Disconnect(st.NetNS, st.NetIface); err != nil {
-		log.G(ctx).WithError(err).WithField("id", st.ID).Warn("removing the network redirect")
+	ifcs := st.NetIfaces
+	if len(ifcs) == 0 {
+		ifcs = []string{st.NetIface} // a state from before NetIfaces
+	}
+	for _, name := range ifcs {
+		if err := network.Disconnect(st.NetNS, name); err != nil {
+			log.G(ctx).WithError(err).WithField("id", st.ID).Warnf("removing the network redirect of %s", name)
+		}
 	}
 }
 

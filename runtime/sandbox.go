@@ -51,11 +51,12 @@ type containerVM struct {
 	shares []*api.Share
 	// afterStop runs once the VM has stopped, if set.
 	afterStop func(context.Context) error
-	// netns is the host network namespace of the VM's NIC, and tap its
-	// tap device.
-	netns  string
-	tap    *network.Tap
-	nicMAC net.HardwareAddr
+	// netns is the host network namespace of the VM's NICs, taps their
+	// tap devices (NIC i's is taps[i]) and nicMACs the addresses the
+	// guest finds them by.
+	netns   string
+	taps    []*network.Tap
+	nicMACs []net.HardwareAddr
 	// nat says the NIC is the backend's NAT (see nat.go).
 	nat bool
 	// templateErr is why no template could be saved for this VM.
@@ -185,9 +186,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	}
 	r.restorable(ctx, p, spec)
 	if err := p.cfg.Validate(); err != nil {
-		if p.tap != nil {
-			p.tap.Close()
-		}
+		p.closeTaps()
 		return nil, err
 	}
 	return p, nil
@@ -262,8 +261,8 @@ func isBind(m specs.Mount) bool {
 
 // boot starts the VM and connects to its agent.
 func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
-	// The VMM holds the tap from here on; it goes when the VMM does.
-	defer p.closeTap()
+	// The VMM holds the taps from here on; they go when the VMM does.
+	defer p.closeTapFiles()
 	vm, err := newVM(p.cfg)
 	if err != nil {
 		return nil, err
@@ -301,10 +300,18 @@ func (r *Runtime) boot(ctx context.Context, p *containerVM) (*Sandbox, error) {
 	return sb, nil
 }
 
-// closeTap closes this process's copy of the tap: the VMM has its own.
-func (p *containerVM) closeTap() {
-	if p.tap != nil {
-		p.tap.CloseFile()
+// closeTapFiles closes this process's copies of the taps: the VMM has its
+// own.
+func (p *containerVM) closeTapFiles() {
+	for _, t := range p.taps {
+		t.CloseFile()
+	}
+}
+
+// closeTaps releases the taps.
+func (p *containerVM) closeTaps() {
+	for _, t := range p.taps {
+		t.Close()
 	}
 }
 

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/json"
 	"fmt"
 	goruntime "runtime"
 	"strconv"
@@ -19,7 +20,41 @@ const (
 	AnnotationExt4Sync   = "io.vzrun.ext4.sync" // true: a synchronous mount
 	AnnotationAccel      = "io.vzrun.accel"
 	AnnotationDiskSizeMB = "io.vzrun.disk-size" // MiB, ext4 rootfs image
+	AnnotationNICs       = "io.vzrun.nics"      // NICs for the namespace's interfaces
 )
+
+// annotationNerdctlNetworks is where nerdctl lists a container's networks
+// (a JSON array: CNI network names, or one of none, host, container:ID,
+// ns:PATH); each CNI network is an interface in the namespace.
+const annotationNerdctlNetworks = "nerdctl/networks"
+
+// MaxNICs bounds io.vzrun.nics; each NIC is a virtio device of the VM.
+const MaxNICs = 8
+
+// NICCount is how many NICs the VM of a container with its own network
+// namespace gets: the interfaces its namespace will hold are made by hooks
+// after the VM starts (and a VM's devices are fixed at its start), so the
+// count comes from io.vzrun.nics, else from nerdctl's list of networks,
+// else it is one.
+func NICCount(s *specs.Spec) (int, error) {
+	if v, ok := s.Annotations[AnnotationNICs]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxNICs {
+			return 0, fmt.Errorf("annotation %s=%q: want a number of NICs from 1 to %d: %w", AnnotationNICs, v, MaxNICs, errdefs.ErrInvalidArgument)
+		}
+		return n, nil
+	}
+	var networks []string
+	if json.Unmarshal([]byte(s.Annotations[annotationNerdctlNetworks]), &networks) != nil {
+		return 1, nil
+	}
+	for _, n := range networks {
+		if n == "none" || n == "host" || strings.HasPrefix(n, "container:") || strings.HasPrefix(n, "ns:") {
+			return 1, nil
+		}
+	}
+	return min(max(len(networks), 1), MaxNICs), nil
+}
 
 const (
 	// DefaultCPUs and DefaultMemoryMiB size a VM whose spec sets no limits.

@@ -64,3 +64,28 @@ func TestVMSize(t *testing.T) {
 		})
 	}
 }
+
+func TestNICCount(t *testing.T) {
+	for _, tc := range []struct {
+		ann  map[string]string
+		want int
+		bad  bool
+	}{
+		{nil, 1, false},
+		{map[string]string{"nerdctl/networks": `["bridge"]`}, 1, false},
+		{map[string]string{"nerdctl/networks": `["a","b","c"]`}, 3, false},
+		{map[string]string{"nerdctl/networks": `["none"]`}, 1, false},
+		{map[string]string{"nerdctl/networks": `["container:x"]`}, 1, false},
+		{map[string]string{"nerdctl/networks": `not json`}, 1, false},
+		{map[string]string{"nerdctl/networks": `["a","b","c","d","e","f","g","h","i"]`}, MaxNICs, false},
+		{map[string]string{"io.vzrun.nics": "2", "nerdctl/networks": `["a","b","c"]`}, 2, false},
+		{map[string]string{"io.vzrun.nics": "0"}, 0, true},
+		{map[string]string{"io.vzrun.nics": "9"}, 0, true},
+		{map[string]string{"io.vzrun.nics": "two"}, 0, true},
+	} {
+		got, err := NICCount(&specs.Spec{Annotations: tc.ann})
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("NICCount(%v) = %d, %v; want %d, error %v", tc.ann, got, err, tc.want, tc.bad)
+		}
+	}
+}

@@ -45,6 +45,9 @@ type State struct {
 	// outlives the container, redirected to the VM's tap until delete.
 	NetNS    string `json:"netns,omitempty"`
 	NetIface string `json:"net_iface,omitempty"`
+	// NetIfaces are all the interfaces joined to the VM's NICs (NetIface
+	// is the first).
+	NetIfaces []string `json:"net_ifaces,omitempty"`
 }
 
 // alive says whether the owner recorded in st is still running.

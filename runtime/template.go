@@ -53,7 +53,7 @@ var templateNICMAC = net.HardwareAddr{0x02, 0x76, 0x7a, 0x00, 0x00, 0x01}
 
 // useTemplate says why a container with spec cannot restore from a
 // template ("" if it can).
-func useTemplate(spec *specs.Spec, shares int) string {
+func useTemplate(spec *specs.Spec, shares, nics int) string {
 	switch {
 	case templater == nil:
 		return "the hypervisor backend has no templates"
@@ -65,6 +65,8 @@ func useTemplate(spec *specs.Spec, shares int) string {
 		return "the rootfs is a block device"
 	case shares > hypervisor.TemplateShares:
 		return fmt.Sprintf("%d shared directories, more than a template's %d", shares, hypervisor.TemplateShares)
+	case nics > 1:
+		return fmt.Sprintf("%d NICs, a template has one", nics)
 	}
 	return ""
 }
@@ -216,7 +218,7 @@ func (r *Runtime) template(ctx context.Context, cfg hypervisor.Config) (string, 
 // restorable turns p into a VM restored from a template, if it can be.
 func (r *Runtime) restorable(ctx context.Context, p *containerVM, spec *specs.Spec) {
 	id := p.cfg.ID
-	if why := useTemplate(spec, len(p.cfg.Shares)); why != "" {
+	if why := useTemplate(spec, len(p.cfg.Shares), len(p.cfg.NICs)); why != "" {
 		log.G(ctx).WithField("id", id).Debugf("cold boot: %s", why)
 		return
 	}
@@ -228,17 +230,17 @@ func (r *Runtime) restorable(ctx context.Context, p *containerVM, spec *specs.Sp
 		p.templateErr = err
 		return
 	}
-	if p.tap == nil && !p.nat {
+	if len(p.taps) == 0 && !p.nat {
 		// Every restorable VM has a NIC; this one stays unconnected.
 		tap, err := network.NewTap(network.TapName)
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("id", id).Warn("cold boot: no tap for the template's nic")
 			return
 		}
-		p.tap = tap
+		p.taps = []*network.Tap{tap}
 		p.cfg.NICs = []hypervisor.NIC{{Tap: tap.File}}
 	}
-	p.cfg.NICs[0].MAC, p.nicMAC = templateNICMAC, templateNICMAC
+	p.cfg.NICs[0].MAC, p.nicMACs = templateNICMAC, []net.HardwareAddr{templateNICMAC}
 	p.cfg.Restorable, p.cfg.Template = true, dir
 	tags := map[string]string{}
 	for i := range p.cfg.Shares {

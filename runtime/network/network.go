@@ -3,6 +3,7 @@ package network
 import (
 	"crypto/sha256"
 	"net"
+	"strconv"
 )
 
 // Interface is a network interface found in a container's namespace.
@@ -31,8 +32,12 @@ type Route struct {
 	Metric, MTU, AdvMSS int
 }
 
-// TapName is the name of the VM's tap device in the container's namespace.
+// TapName is the name of the VM's (first) tap device in the container's
+// namespace.
 const TapName = "vztap0"
+
+// TapNameN is the name of the tap of the VM's NIC i.
+func TapNameN(i int) string { return "vztap" + strconv.Itoa(i) }
 
 // StableMAC is a locally administered unicast MAC derived from key, for a
 // NIC that must be found again (by the agent) or keep its identity (on

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -13,9 +14,9 @@ import (
 // that differ from those of a new namespace: what CNI plugins set there
 // (the tuning plugin's somaxconn, an interface's arp_ignore), which the
 // guest's namespace must get too. Keys are paths under /proc/sys
-// ("net/core/somaxconn"); of the per-interface ones only ifName's are
-// read, compared with what a new interface gets (conf/default).
-func ChangedSysctls(nsPath, ifName string) (map[string]string, error) {
+// ("net/core/somaxconn"); of the per-interface ones only those of ifNames
+// are read, compared with what a new interface gets (conf/default).
+func ChangedSysctls(nsPath string, ifNames ...string) (map[string]string, error) {
 	// The two namespaces are read at once, each on a thread of its own.
 	var in, fresh map[string]string
 	freshErr := make(chan error, 1)
@@ -27,13 +28,13 @@ func ChangedSysctls(nsPath, ifName string) (map[string]string, error) {
 			return nil
 		}, func() error {
 			var err error
-			fresh, err = readNetSysctls("")
+			fresh, err = readNetSysctls()
 			return err
 		})
 	}()
 	err := inNS(nsPath, func() error {
 		var err error
-		in, err = readNetSysctls(ifName)
+		in, err = readNetSysctls(ifNames...)
 		return err
 	})
 	if ferr := <-freshErr; err == nil {
@@ -45,8 +46,11 @@ func ChangedSysctls(nsPath, ifName string) (map[string]string, error) {
 	changed := map[string]string{}
 	for k, v := range in {
 		base := k
-		if ifName != "" {
-			base = strings.Replace(k, "/"+ifName+"/", "/default/", 1)
+		for _, n := range ifNames {
+			if strings.Contains(k, "/"+n+"/") {
+				base = strings.Replace(k, "/"+n+"/", "/default/", 1)
+				break
+			}
 		}
 		if was, ok := fresh[base]; ok && was != v {
 			changed[k] = v
@@ -57,8 +61,8 @@ func ChangedSysctls(nsPath, ifName string) (map[string]string, error) {
 
 // readNetSysctls reads the writable sysctls under /proc/sys/net of this
 // thread's network namespace, skipping per-interface directories other
-// than all, default and ifName's.
-func readNetSysctls(ifName string) (map[string]string, error) {
+// than all, default and those of ifNames.
+func readNetSysctls(ifNames ...string) (map[string]string, error) {
 	out := map[string]string{}
 	buf := make([]byte, 4096)
 	root := "/proc/sys/net"
@@ -74,7 +78,7 @@ func readNetSysctls(ifName string) (map[string]string, error) {
 			}
 			parent := filepath.Base(filepath.Dir(path))
 			if (parent == "conf" || parent == "neigh") && path != root {
-				if n := d.Name(); n != "all" && n != "default" && n != ifName {
+				if n := d.Name(); n != "all" && n != "default" && !slices.Contains(ifNames, n) {
 					return filepath.SkipDir
 				}
 			}

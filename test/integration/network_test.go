@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -604,4 +605,137 @@ func TestNetworkEndedContainerLeavesTheBridge(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, func() bool { return bridgePorts() == 0 })
 	n.ok("rm", "-f", name)
+}
+
+// A container on two networks gets a NIC on each, as under runc it gets
+// eth0 and eth1: both addresses answer from the host, each through its
+// own bridge, and both interfaces are in the container.
+func TestNetworkTwoNetworks(t *testing.T) {
+	n, img := startCNINerdctl(t)
+	before := linksNamed("br-")
+	nets := map[string]string{"vzn1-" + uniqueID(t): "10.231.1", "vzn2-" + uniqueID(t): "10.231.2"}
+	var names []string
+	for name, prefix := range nets {
+		n.ok("network", "create", "--subnet", prefix+".0/24", name)
+		names = append(names, name)
+	}
+	t.Cleanup(func() {
+		for _, l := range linksNamed("br-") {
+			if !slices.Contains(before, l) {
+				_ = exec.Command("ip", "link", "del", l).Run()
+			}
+		}
+	})
+	name := "twonet-" + uniqueID(t)
+	args := []string{"run", "-d", "--name", name}
+	for _, nw := range names {
+		args = append(args, "--network", nw)
+	}
+	n.ok(append(append(args, vzOnBridge...), img, "sh", "-c", httpdScript)...)
+	addrs := n.ok("exec", name, "ip", "-o", "-4", "addr")
+	for _, nw := range names {
+		var ip string
+		for _, l := range strings.Split(addrs, "\n") {
+			f := strings.Fields(l)
+			if len(f) >= 4 && strings.HasPrefix(f[3], nets[nw]+".") {
+				ip = strings.Split(f[3], "/")[0]
+			}
+		}
+		if ip == "" {
+			t.Errorf("no address on network %s (%s.0/24) in the container:\n%s", nw, nets[nw], addrs)
+			continue
+		}
+		if page := httpGet(t, net.JoinHostPort(ip, "80")); !strings.Contains(page, "hello from") {
+			t.Errorf("GET from %s on network %s: %q", ip, nw, page)
+		}
+	}
+	for _, ifc := range []string{"eth0", "eth1"} {
+		if _, errs, code := n.run("", "exec", name, "ip", "link", "show", ifc); code != 0 {
+			t.Errorf("no %s in the container: %s", ifc, errs)
+		}
+	}
+	n.ok("rm", "-f", name)
+	for _, nw := range names {
+		n.ok("network", "rm", nw)
+	}
+}
+
+// A namespace given by path with two interfaces (CRI with Multus: eth0
+// and net1) gives the VM a NIC for each, with each one's addresses,
+// routes and sysctls; annotation io.vzrun.nics=1 keeps it to eth0.
+func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
+	v := newVZ(t)
+	n := os.Getpid()%200 + 20
+	name := fmt.Sprintf("vzm%d", os.Getpid())
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	sh("ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	for i, ifc := range []string{"eth0", "net1"} {
+		hostIf := fmt.Sprintf("vzm%d-%d", os.Getpid()%100000, i)
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
+		sh("ip", "link", "add", hostIf, "type", "veth", "peer", "name", ifc, "netns", name)
+		sh("ip", "addr", "add", fmt.Sprintf("10.%d.%d.1/24", 215+i, n), "dev", hostIf)
+		sh("ip", "link", "set", hostIf, "up")
+		sh("ip", "-n", name, "addr", "add", fmt.Sprintf("10.%d.%d.2/24", 215+i, n), "dev", ifc)
+		sh("ip", "-n", name, "link", "set", ifc, "up")
+	}
+	sh("ip", "-n", name, "route", "add", "default", "via", fmt.Sprintf("10.215.%d.1", n))
+	sh("ip", "-n", name, "route", "add", "10.217.0.0/16", "via", fmt.Sprintf("10.216.%d.1", n))
+	sh("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv4.conf.net1.arp_ignore=2")
+
+	// The host answers on net1's peer (also reachable through eth0's
+	// default route: the connection says only that the path works).
+	l, err := net.Listen("tcp", fmt.Sprintf("10.216.%d.1:0", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, "hello-over-net1")
+			c.Close()
+		}
+	}()
+	b := newBundle(t, "sh", "-c", "ip -o -4 addr; ip route; echo arp_ignore $(cat /proc/sys/net/ipv4/conf/net1/arp_ignore 2>&1); nc "+strings.Replace(l.Addr().String(), ":", " ", 1)+" </dev/null")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/" + name})
+	b.save(t)
+	r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+	if r.code != 0 {
+		t.Fatalf("run: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	out := strings.Join(strings.Fields(r.stdout), " ")
+	for _, want := range []string{
+		fmt.Sprintf("eth0 inet 10.215.%d.2/24", n),
+		fmt.Sprintf("net1 inet 10.216.%d.2/24", n),
+		fmt.Sprintf("default via 10.215.%d.1 dev eth0", n),
+		fmt.Sprintf("10.217.0.0/16 via 10.216.%d.1 dev net1", n),
+		"arp_ignore 2",
+		"hello-over-net1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("guest lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	b.annotate(t, "io.vzrun.nics", "1")
+	r = v.run("", "--debug", "run", "--bundle", b.Dir, uniqueID(t))
+	if out := strings.Join(strings.Fields(r.stdout), " "); r.code != 0 || strings.Contains(out, "net1 inet") || !strings.Contains(out, "eth0 inet") {
+		t.Errorf("io.vzrun.nics=1: exit %d, the guest's interfaces:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "net1 do not reach it") {
+		t.Errorf("io.vzrun.nics=1: no warning naming net1: %s", r.stderr)
+	}
+	b.annotate(t, "io.vzrun.nics", "9")
+	if r = v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code == 0 || !strings.Contains(r.stderr, "io.vzrun.nics") {
+		t.Errorf("io.vzrun.nics=9: exit %d, stderr %q", r.code, r.stderr)
+	}
 }
