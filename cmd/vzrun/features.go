@@ -28,10 +28,17 @@ var featuresCommand = &cli.Command{
 				Seccomp:    guestSeccomp(&yes),
 			},
 			Annotations: map[string]string{
-				"io.vzrun.hypervisor":    "qemu microvm (linux), Virtualization.framework (macos)",
-				runtime.AnnotationCPUs:   "vCPUs of the container's VM",
-				runtime.AnnotationMemory: "memory of the container's VM, MiB",
-				runtime.AnnotationRootfs: "virtiofs (default) or ext4",
+				"io.vzrun.hypervisor":        "qemu microvm (linux), Virtualization.framework (macos)",
+				runtime.AnnotationCPUs:       "vCPUs of the container's VM",
+				runtime.AnnotationMemory:     "memory of the container's VM, MiB",
+				runtime.AnnotationRootfs:     "virtiofs (default) or ext4",
+				runtime.AnnotationExt4Data:   "ext4 rootfs journal mode: ordered (default), writeback or journal",
+				runtime.AnnotationExt4Sync:   "true mounts the ext4 rootfs synchronously",
+				runtime.AnnotationDiskSizeMB: "size of the ext4 rootfs image, MiB",
+				runtime.AnnotationTemplate:   "false boots the VM cold instead of restoring a template",
+				runtime.AnnotationAccel:      "accelerator: kvm, tcg or hvf (default: chosen by a probe)",
+				runtime.AnnotationNICs:       "NICs of the VM, 1-8 (default: one per nerdctl network or interface of a namespace given by path)",
+				runtime.AnnotationPublish:    "[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp],... published without CNI",
 			},
 		}
 		enc := json.NewEncoder(os.Stdout)
