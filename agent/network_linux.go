@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -60,19 +64,72 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 	if len(req.Sysctls) > 0 {
 		setNetSysctls(ctx, pid, req.Sysctls)
 	}
+	// The spec's own, after CNI's: they win, as under runc.
+	if err := c.setInterfaceSysctls(); err != nil {
+		return nil, err
+	}
 	return &api.Empty{}, nil
+}
+
+// setInterfaceSysctls sets the spec's interface sysctls in the container's
+// network namespace, once; an interface the container lacks is an error,
+// in runc's words.
+func (c *container) setInterfaceSysctls() error {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	if len(c.ifSysctls) == 0 {
+		return nil
+	}
+	c.init.mu.Lock()
+	pid := c.init.pid
+	c.init.mu.Unlock()
+	err := inNetNSOf(pid, func() error {
+		for k, v := range c.ifSysctls {
+			if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
+				return fmt.Errorf("open sysctl %s file: %w", strings.ReplaceAll(k, "/", "."), err)
+			}
+		}
+		return nil
+	})
+	c.ifSysctls = nil
+	return err
 }
 
 // setNetSysctls writes network sysctls (paths under /proc/sys/net) in the
 // network namespace of pid. One this kernel lacks or refuses is logged,
 // not an error: the host found it set in its own kernel's namespace.
 func setNetSysctls(ctx context.Context, pid int, sysctls map[string]string) {
+	// ip_forward and conf/all first, then conf/default, then the rest: a
+	// write of all's (ip_forward is all's forwarding) is copied to every
+	// interface, whose own value comes after.
+	keys := slices.Collect(maps.Keys(sysctls))
+	rank := func(k string) int {
+		switch {
+		case k == "net/ipv4/ip_forward":
+			return 0
+		case strings.Contains(k, "/conf/all/"):
+			return 1
+		case strings.Contains(k, "/conf/default/"):
+			return 2
+		}
+		return 3
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b)) })
 	err := inNetNSOf(pid, func() error {
-		for k, v := range sysctls {
+		for _, k := range keys {
+			v := sysctls[k]
 			if !strings.HasPrefix(k, "net/") || strings.Contains(k, "..") {
 				continue
 			}
-			if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
+			path := filepath.Join("/proc/sys", k)
+			if cur, err := os.ReadFile(path); err == nil && strings.Join(strings.Fields(string(cur)), " ") == strings.Join(strings.Fields(v), " ") {
+				continue
+			} else if errors.Is(err, os.ErrNotExist) {
+				// The host's kernel has settings this one lacks.
+				log.G(ctx).Debugf("sysctl %s: not in the guest's kernel", k)
+				continue
+			}
+			if err := os.WriteFile(path, []byte(v), 0); err != nil {
 				log.G(ctx).WithError(err).Warnf("sysctl %s=%s", k, v)
 			}
 		}
@@ -219,7 +276,14 @@ func addRoute(h *netlink.Handle, r *api.Route) error {
 	case r.Family == 4:
 		route.Family = netlink.FAMILY_V4
 	}
-	if err := h.RouteReplace(route); err != nil {
+	if r.Onlink {
+		route.Flags |= int(netlink.FLAG_ONLINK)
+	}
+	// Appended, not replaced: routes to one destination through several
+	// interfaces (a default route on each of two networks) are kept, as
+	// the host-side namespace has them. One the guest has already is no
+	// error.
+	if err := h.RouteAppend(route); err != nil && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
 	return nil

@@ -47,6 +47,12 @@ type container struct {
 	init   *process
 	execs  map[string]*process
 	mounts []string // unmounted on delete, last first
+
+	// ifSysctls are the spec's sysctls of network interfaces, set once
+	// the NICs are in the container (ConfigureNetwork), at the latest at
+	// start (where runc would have failed on a missing interface).
+	netMu     sync.Mutex
+	ifSysctls map[string]string
 }
 
 // Service implements api.AgentService.
@@ -158,6 +164,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if err := guestSpec(&spec, id, root, shares); err != nil {
 		return nil, err
 	}
+	c.ifSysctls = takeInterfaceSysctls(&spec)
 	droppedDevices := dropMissingDevices(&spec)
 	asLimit := takeAddressSpaceLimit(spec.Process)
 	b, err := specjson.Marshal(&spec)
@@ -451,6 +458,12 @@ func (s *Service) Start(ctx context.Context, req *api.StartRequest) (_ *api.Star
 		return nil, fmt.Errorf("process %q of %s already started: %w", req.ExecId, req.ContainerId, errdefs.ErrFailedPrecondition)
 	}
 	if req.ExecId == "" {
+		if err := c.setInterfaceSysctls(); err != nil {
+			p.mu.Lock()
+			p.started = false
+			p.mu.Unlock()
+			return nil, err
+		}
 		if err := c.runc.Start(ctx, c.id); err != nil {
 			return nil, c.runcError("starting container", err)
 		}

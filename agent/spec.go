@@ -175,3 +175,35 @@ func dropMissingDevices(s *specs.Spec) []string {
 	s.Linux.Devices = kept
 	return dropped
 }
+
+// takeInterfaceSysctls removes from the spec the sysctls of network
+// interfaces other than all, default and lo (net.ipv4.conf.eth0.rp_filter)
+// and returns them by path under /proc/sys. Under runc the hooks have made
+// those interfaces by the time runc sets sysctls; here the VM's NICs move
+// into the container's namespace after the create (ConfigureNetwork),
+// where they are set instead.
+func takeInterfaceSysctls(s *specs.Spec) map[string]string {
+	if s.Linux == nil {
+		return nil
+	}
+	var out map[string]string
+	for k, v := range s.Linux.Sysctl {
+		path := k
+		if !strings.Contains(k, "/") {
+			path = strings.ReplaceAll(k, ".", "/")
+		}
+		f := strings.Split(path, "/")
+		if len(f) < 5 || f[0] != "net" || (f[1] != "ipv4" && f[1] != "ipv6") || (f[2] != "conf" && f[2] != "neigh") {
+			continue
+		}
+		if f[3] == "all" || f[3] == "default" || f[3] == "lo" {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[path] = v
+		delete(s.Linux.Sysctl, k)
+	}
+	return out
+}

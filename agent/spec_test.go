@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -122,5 +123,26 @@ func TestGuestSpecLeavesOutMissingDevices(t *testing.T) {
 	}
 	if len(s.Linux.Devices) != 2 || s.Linux.Devices[0].Path != "/dev/net/tun" || s.Linux.Devices[1].Path != "/dev/fifo" {
 		t.Errorf("kept %+v", s.Linux.Devices)
+	}
+}
+
+func TestTakeInterfaceSysctls(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Sysctl: map[string]string{
+		"net.ipv4.conf.eth1.arp_ignore":     "2",
+		"net/ipv6/conf/eth0.100/mtu":        "1400",
+		"net.ipv4.neigh.net1.ucast_solicit": "5",
+		"net.ipv4.conf.all.rp_filter":       "1",
+		"net.ipv4.conf.default.rp_filter":   "1",
+		"net.ipv4.conf.lo.arp_ignore":       "1",
+		"net.core.somaxconn":                "1024",
+		"kernel.msgmax":                     "8192",
+	}}}
+	got := takeInterfaceSysctls(s)
+	want := map[string]string{"net/ipv4/conf/eth1/arp_ignore": "2", "net/ipv6/conf/eth0.100/mtu": "1400", "net/ipv4/neigh/net1/ucast_solicit": "5"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("taken: %v, want %v", got, want)
+	}
+	if len(s.Linux.Sysctl) != 5 || s.Linux.Sysctl["net.ipv4.conf.eth1.arp_ignore"] != "" || s.Linux.Sysctl["net.core.somaxconn"] != "1024" {
+		t.Errorf("left in the spec: %v", s.Linux.Sysctl)
 	}
 }

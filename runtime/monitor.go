@@ -191,14 +191,16 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 	m := &monitor{r: r, o: o}
 	if err := m.create(ctx); err != nil {
 		log.G(ctx).WithError(err).WithField("id", o.ID).Error("creating container")
-		fmt.Fprint(o.Ready, err.Error())
-		o.Ready.Close()
+		// As runc: a container that fails to be created is destroyed,
+		// and its poststop hooks run, before create fails (which kills
+		// this process once it has the error: a redirect or a hook's
+		// clean-up left half-done would stay).
 		m.teardown(ctx)
 		if m.c != nil {
-			// As runc: a container that fails to be created is
-			// destroyed, and its poststop hooks run.
 			m.c.poststop(ctx)
 		}
+		fmt.Fprint(o.Ready, err.Error())
+		o.Ready.Close()
 		return 1
 	}
 	if _, err := fmt.Fprint(o.Ready, "ok"); err != nil {

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -203,21 +204,41 @@ func (p *containerVM) planNIC(ctx context.Context, id string, spec *specs.Spec) 
 }
 
 // nicOrder lists the interfaces the VM's NICs take, in NIC order: eth0
-// (CNI's first network) first, then the others as the namespace numbers
-// them.
+// (CNI's first network) first, then the others by name, numbers in names
+// compared as numbers (eth2 before eth10): CNI names a container's
+// interfaces after its networks' order (eth0, eth1, ...; Multus net1,
+// net2, ...), but makes them in no fixed order.
 func nicOrder(ifcs []network.Interface) []network.Interface {
-	out := make([]network.Interface, 0, len(ifcs))
-	for _, i := range ifcs {
-		if i.Name == "eth0" {
-			out = append(out, i)
+	out := slices.Clone(ifcs)
+	slices.SortStableFunc(out, func(a, b network.Interface) int {
+		if (a.Name == "eth0") != (b.Name == "eth0") {
+			if a.Name == "eth0" {
+				return -1
+			}
+			return 1
 		}
-	}
-	for _, i := range ifcs {
-		if i.Name != "eth0" {
-			out = append(out, i)
+		pa, na := splitNumber(a.Name)
+		pb, nb := splitNumber(b.Name)
+		if c := strings.Compare(pa, pb); c != 0 {
+			return c
 		}
-	}
+		return cmp.Compare(na, nb)
+	})
 	return out
+}
+
+// splitNumber splits a name into its stem and trailing number (-1 if
+// none).
+func splitNumber(name string) (string, int) {
+	i := len(name)
+	for i > 0 && name[i-1] >= '0' && name[i-1] <= '9' {
+		i--
+	}
+	n, err := strconv.Atoi(name[i:])
+	if err != nil {
+		return name, -1
+	}
+	return name[:i], n
 }
 
 // connectNetwork joins the VM's NIC to what the container's network
@@ -252,17 +273,18 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	var names []string
 	req := &api.ConfigureNetworkRequest{ContainerId: c.ID}
 	for n, ifc := range ifcs {
-		if err := network.Connect(p.netns, p.taps[n], ifc); err != nil {
-			return fmt.Errorf("network of %s: %w", c.ID, err)
-		}
 		names = append(names, ifc.Name)
 		if p.netns != "/proc/self/ns/net" {
 			// A namespace that outlives the owner keeps the
-			// redirects: delete removes them.
+			// redirects: delete removes them (also those of a
+			// connect that failed half-way).
 			c.State.NetNS, c.State.NetIface, c.State.NetIfaces = p.netns, names[0], names
 			if err := c.Dir.Update(c.State); err != nil {
 				return err
 			}
+		}
+		if err := network.Connect(p.netns, p.taps[n], ifc); err != nil {
+			return fmt.Errorf("network of %s: %w", c.ID, err)
 		}
 		gi := &api.Interface{Name: ifc.Name, NicMac: p.nicMACs[n].String(), HwAddr: ifc.MAC.String(), Mtu: uint32(ifc.MTU)}
 		for _, a := range ifc.Addrs {
@@ -275,7 +297,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 			continue
 		}
 		gr := &api.Route{Device: r.Device, Scope: uint32(r.Scope), Family: uint32(r.Family),
-			Metric: uint32(r.Metric), Mtu: uint32(r.MTU), Advmss: uint32(r.AdvMSS)}
+			Metric: uint32(r.Metric), Mtu: uint32(r.MTU), Advmss: uint32(r.AdvMSS), Onlink: r.Onlink}
 		if r.Dst != nil {
 			gr.Destination = r.Dst.String()
 		}

@@ -76,6 +76,9 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 	if _, err := parsePublish(spec.Annotations[AnnotationPublish]); err != nil {
 		return nil, err
 	}
+	if _, err := NICCount(spec); err != nil {
+		return nil, err
+	}
 	accel := r.Accel
 	if a := spec.Annotations[AnnotationAccel]; a != "" {
 		accel = a

@@ -30,6 +30,8 @@ type Route struct {
 	// Metric is the route's priority; MTU and AdvMSS its metrics (0:
 	// none).
 	Metric, MTU, AdvMSS int
+	// Onlink says the gateway is on the link without a subnet for it.
+	Onlink bool
 }
 
 // TapName is the name of the VM's (first) tap device in the container's

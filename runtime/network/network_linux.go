@@ -286,7 +286,7 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 			}
 			routes = append(routes, Route{Dst: r.Dst, Gw: r.Gw, Src: r.Src, Device: a.Name,
 				Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol),
-				Metric: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS})
+				Metric: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS, Onlink: r.Flags&unix.RTNH_F_ONLINK != 0})
 		}
 	}
 	// A gateway must be reachable when its route is added: routes without
@@ -350,6 +350,9 @@ func Connect(nsPath string, tap *Tap, ifc Interface) error {
 	return nil
 }
 
+// redirectPriority is the priority of Connect's redirect filters.
+const redirectPriority = 1
+
 // redirect sends every frame arriving on from out of to.
 func redirect(h *netlink.Handle, from, to netlink.Link) error {
 	ingress := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
@@ -364,7 +367,7 @@ func redirect(h *netlink.Handle, from, to netlink.Link) error {
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: from.Attrs().Index,
 			Parent:    netlink.MakeHandle(0xffff, 0),
-			Priority:  1,
+			Priority:  redirectPriority,
 			Protocol:  unix.ETH_P_ALL,
 		},
 		Actions: []netlink.Action{netlink.NewMirredAction(to.Attrs().Index)},
@@ -375,8 +378,10 @@ func redirect(h *netlink.Handle, from, to netlink.Link) error {
 	return nil
 }
 
-// Disconnect removes what Connect added to ifName (its ingress qdisc and
-// with it the redirect); the tap goes by itself. A namespace or interface
+// Disconnect removes what Connect added to ifName: its redirect (a u32
+// filter with a mirred action at Connect's priority on the ingress qdisc)
+// and the ingress qdisc if nothing else is left on it; filters someone
+// else put there stay. The tap goes by itself. A namespace or interface
 // already gone is not an error.
 func Disconnect(nsPath, ifName string) error {
 	h, err := handleAt(nsPath)
@@ -391,6 +396,27 @@ func Disconnect(nsPath, ifName string) error {
 	if err != nil {
 		return nil
 	}
+	ingress := netlink.MakeHandle(0xffff, 0)
+	filters, err := h.FilterList(l, ingress)
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // no ingress qdisc
+		}
+		return fmt.Errorf("filters of %s: %w", ifName, err)
+	}
+	left := 0
+	for _, f := range filters {
+		if !isRedirect(f) {
+			left++
+			continue
+		}
+		if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("removing the redirect of %s: %w", ifName, err)
+		}
+	}
+	if left > 0 {
+		return nil
+	}
 	qdiscs, err := h.QdiscList(l)
 	if err != nil {
 		return err
@@ -403,6 +429,21 @@ func Disconnect(nsPath, ifName string) error {
 		}
 	}
 	return nil
+}
+
+// isRedirect says f is a redirect Connect made: a u32 filter at its
+// priority whose action is a mirred redirect.
+func isRedirect(f netlink.Filter) bool {
+	u, ok := f.(*netlink.U32)
+	if !ok || u.Attrs().Priority != redirectPriority {
+		return false
+	}
+	for _, a := range u.Actions {
+		if m, ok := a.(*netlink.MirredAction); ok && m.MirredAction == netlink.TCA_EGRESS_REDIR {
+			return true
+		}
+	}
+	return false
 }
 
 // RemoveLinks removes every interface but loopback from the namespace at

@@ -45,6 +45,15 @@ func ChangedSysctls(nsPath string, ifNames ...string) (map[string]string, error)
 	}
 	changed := map[string]string{}
 	for k, v := range in {
+		// A new namespace inherits the host's IPv4 settings (all,
+		// default, and through default its interfaces'), which a
+		// new namespace here has too, but the guest's does not: they
+		// go whatever the host's new namespace says, and the guest
+		// sets those that differ from its own.
+		if inheritedIPv4(k, ifNames) {
+			changed[k] = v
+			continue
+		}
 		base := k
 		for _, n := range ifNames {
 			if strings.Contains(k, "/"+n+"/") {
@@ -57,6 +66,21 @@ func ChangedSysctls(nsPath string, ifNames ...string) (map[string]string, error)
 		}
 	}
 	return changed, nil
+}
+
+// inheritedIPv4 says k is an IPv4 setting a new network namespace takes
+// from the host's (net.core.devconf_inherit_init_net 0, the default):
+// ip_forward, and conf/all, conf/default and ifNames' conf.
+func inheritedIPv4(k string, ifNames []string) bool {
+	if k == "net/ipv4/ip_forward" {
+		return true
+	}
+	rest, ok := strings.CutPrefix(k, "net/ipv4/conf/")
+	if !ok {
+		return false
+	}
+	dev, _, _ := strings.Cut(rest, "/")
+	return dev == "all" || dev == "default" || slices.Contains(ifNames, dev)
 }
 
 // readNetSysctls reads the writable sysctls under /proc/sys/net of this
@@ -87,6 +111,9 @@ func readNetSysctls(ifNames ...string) (map[string]string, error) {
 		// An interface's MTU is its link's, which the guest's NIC takes.
 		if d.Name() == "mtu" {
 			return nil
+		}
+		if fi, err := d.Info(); err != nil || fi.Mode().Perm()&0o200 == 0 {
+			return nil // read-only: nothing to copy
 		}
 		if v, ok := readSysctl(path, buf); ok {
 			out[strings.TrimPrefix(path, "/proc/sys/")] = v

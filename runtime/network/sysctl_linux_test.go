@@ -37,9 +37,22 @@ func TestChangedSysctls(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
+	// The IPv4 settings a new namespace inherits from the host's go
+	// whatever their value (the guest's new namespace inherits nothing).
+	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv4/conf/default/rp_filter", "net/ipv4/conf/eth0/rp_filter"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s missing", k)
+		}
+	}
 	for k, v := range got {
-		if _, ok := want[k]; !ok {
+		if _, ok := want[k]; !ok && !inheritedIPv4(k, []string{"eth0"}) {
 			t.Errorf("also found %s = %q", k, v)
 		}
+	}
+	if _, ok := got["net/ipv4/conf/eth1/rp_filter"]; ok {
+		t.Errorf("another interface's settings were read")
+	}
+	if _, ok := got["net/ipv4/conf/all/mc_forwarding"]; ok {
+		t.Errorf("a read-only setting was read")
 	}
 }

@@ -45,6 +45,16 @@ func TestRunBadInput(t *testing.T) {
 		}, want: []string{"config.json", "is a directory"}},
 		{name: "missing rootfs", mutate: func(t *testing.T, b *bundle) { os.RemoveAll(b.rootfs()) }, want: []string{"root.path", "rootfs", "no such file"}},
 		{name: "no args", mutate: func(t *testing.T, b *bundle) { b.Spec.Process.Args = nil; b.save(t) }, want: []string{"process.args is empty"}},
+		{name: "bad nics without a network namespace", mutate: func(t *testing.T, b *bundle) {
+			var keep []specs.LinuxNamespace
+			for _, ns := range b.Spec.Linux.Namespaces {
+				if ns.Type != specs.NetworkNamespace {
+					keep = append(keep, ns)
+				}
+			}
+			b.Spec.Linux.Namespaces = keep
+			b.annotate(t, "io.vzrun.nics", "abc")
+		}, want: []string{"io.vzrun.nics", "want a number of NICs from 1 to 8"}},
 		{name: "pid namespace path", mutate: func(t *testing.T, b *bundle) {
 			for i, ns := range b.Spec.Linux.Namespaces {
 				if ns.Type == specs.PIDNamespace {

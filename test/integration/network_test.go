@@ -627,7 +627,9 @@ func TestNetworkTwoNetworks(t *testing.T) {
 		}
 	})
 	name := "twonet-" + uniqueID(t)
-	args := []string{"run", "-d", "--name", name}
+	// A spec sysctl of the second interface, set under runc after the
+	// hooks made it.
+	args := []string{"run", "-d", "--name", name, "--sysctl", "net.ipv4.conf.eth1.arp_ignore=2"}
 	for _, nw := range names {
 		args = append(args, "--network", nw)
 	}
@@ -653,6 +655,22 @@ func TestNetworkTwoNetworks(t *testing.T) {
 		if _, errs, code := n.run("", "exec", name, "ip", "link", "show", ifc); code != 0 {
 			t.Errorf("no %s in the container: %s", ifc, errs)
 		}
+	}
+	// Each network's default route, as the namespace has them (one did
+	// replace the other).
+	routes := strings.Join(strings.Fields(n.ok("exec", name, "ip", "route")), " ")
+	for _, prefix := range nets {
+		if !strings.Contains(routes, "default via "+prefix+".1") {
+			t.Errorf("no default route via %s.1 in the container: %s", prefix, routes)
+		}
+	}
+	if got := strings.TrimSpace(n.ok("exec", name, "cat", "/proc/sys/net/ipv4/conf/eth1/arp_ignore")); got != "2" {
+		t.Errorf("--sysctl net.ipv4.conf.eth1.arp_ignore=2: %q in the container", got)
+	}
+	// The IPv4 settings a new namespace inherits from the host's.
+	host, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if got := n.ok("exec", name, "cat", "/proc/sys/net/ipv4/ip_forward"); got != string(host) {
+		t.Errorf("ip_forward: %q in the container, %q on the host (a runc container inherits it)", got, host)
 	}
 	n.ok("rm", "-f", name)
 	for _, nw := range names {
@@ -686,6 +704,10 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 	}
 	sh("ip", "-n", name, "route", "add", "default", "via", fmt.Sprintf("10.215.%d.1", n))
 	sh("ip", "-n", name, "route", "add", "10.217.0.0/16", "via", fmt.Sprintf("10.216.%d.1", n))
+	sh("ip", "-n", name, "route", "add", "10.218.0.0/16", "via", "10.219.0.1", "dev", "net1", "onlink")
+	// Someone else's ingress filter on net1: it stays when vzrun's go.
+	sh("tc", "-n", name, "qdisc", "add", "dev", "net1", "ingress")
+	sh("tc", "-n", name, "filter", "add", "dev", "net1", "parent", "ffff:", "prio", "5", "protocol", "ip", "u32", "match", "ip", "src", "10.199.0.1/32", "flowid", "1:1")
 	sh("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv4.conf.net1.arp_ignore=2")
 
 	// The host answers on net1's peer (also reachable through eth0's
@@ -718,12 +740,24 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 		fmt.Sprintf("net1 inet 10.216.%d.2/24", n),
 		fmt.Sprintf("default via 10.215.%d.1 dev eth0", n),
 		fmt.Sprintf("10.217.0.0/16 via 10.216.%d.1 dev net1", n),
+		"10.218.0.0/16 via 10.219.0.1 dev net1 onlink",
 		"arp_ignore 2",
 		"hello-over-net1",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("guest lacks %q:\n%s", want, r.stdout)
 		}
+	}
+
+	tc := func(dev string) string {
+		out, _ := exec.Command("tc", "-n", name, "filter", "show", "dev", dev, "ingress").CombinedOutput()
+		return string(out)
+	}
+	if f := tc("net1"); !strings.Contains(f, "pref 5") || strings.Contains(f, "mirred") {
+		t.Errorf("net1's ingress filters after the container: %s (want the foreign one at pref 5 and no redirect)", f)
+	}
+	if f := tc("eth0"); strings.Contains(f, "mirred") {
+		t.Errorf("eth0 keeps a redirect after the container: %s", f)
 	}
 
 	b.annotate(t, "io.vzrun.nics", "1")
@@ -737,5 +771,40 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 	b.annotate(t, "io.vzrun.nics", "9")
 	if r = v.run("", "run", "--bundle", b.Dir, uniqueID(t)); r.code == 0 || !strings.Contains(r.stderr, "io.vzrun.nics") {
 		t.Errorf("io.vzrun.nics=9: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// A detached create that fails after the network is connected (here: the
+// port to publish is taken) leaves nothing in a namespace given by path,
+// and runs the poststop hooks, as runc's create does, before it returns.
+func TestNetworkFailedCreateCleansUp(t *testing.T) {
+	v := newVZ(t)
+	h := newHostNetNS(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	b := newBundle(t, "sleep", "100")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: h.path})
+	marker := filepath.Join(t.TempDir(), "poststop-ran")
+	b.Spec.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch " + marker}}}}
+	b.save(t)
+	b.annotate(t, "io.vzrun.publish", fmt.Sprintf("127.0.0.1:%d:80", port))
+	id := uniqueID(t)
+	r := v.run("", "create", "--bundle", b.Dir, id)
+	if r.code == 0 {
+		v.run("", "delete", "-f", id)
+		t.Fatalf("create with a taken port succeeded")
+	}
+	if q := h.tc(t); strings.Contains(q, "ingress") {
+		t.Errorf("a failed create left an ingress qdisc on eth0:\n%s", q)
+	}
+	if links := h.links(t); strings.Contains(links, "vztap") {
+		t.Errorf("a failed create left a tap:\n%s", links)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the poststop hook did not run before create returned: %v", err)
 	}
 }

@@ -1912,8 +1912,11 @@ type Route struct {
 	// different metrics are different routes.
 	Metric uint32 `protobuf:"varint,7,opt,name=metric,proto3" json:"metric,omitempty"`
 	// Path MTU and advertised MSS of the route; 0: none set.
-	Mtu           uint32 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	Advmss        uint32 `protobuf:"varint,9,opt,name=advmss,proto3" json:"advmss,omitempty"`
+	Mtu    uint32 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Advmss uint32 `protobuf:"varint,9,opt,name=advmss,proto3" json:"advmss,omitempty"`
+	// Onlink: the gateway is on the link though no address's subnet
+	// holds it (ip route ... onlink).
+	Onlink        bool `protobuf:"varint,10,opt,name=onlink,proto3" json:"onlink,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2009,6 +2012,13 @@ func (x *Route) GetAdvmss() uint32 {
 		return x.Advmss
 	}
 	return 0
+}
+
+func (x *Route) GetOnlink() bool {
+	if x != nil {
+		return x.Onlink
+	}
+	return false
 }
 
 type DeleteContainerRequest struct {
@@ -2314,7 +2324,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\ahw_addr\x18\x03 \x01(\tR\x06hwAddr\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x1c\n" +
 	"\taddresses\x18\x05 \x03(\tR\taddresses\x12\x12\n" +
-	"\x04dhcp\x18\x06 \x01(\bR\x04dhcp\"\xe3\x01\n" +
+	"\x04dhcp\x18\x06 \x01(\bR\x04dhcp\"\xfb\x01\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
@@ -2324,7 +2334,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06family\x18\x06 \x01(\rR\x06family\x12\x16\n" +
 	"\x06metric\x18\a \x01(\rR\x06metric\x12\x10\n" +
 	"\x03mtu\x18\b \x01(\rR\x03mtu\x12\x16\n" +
-	"\x06advmss\x18\t \x01(\rR\x06advmss\"Q\n" +
+	"\x06advmss\x18\t \x01(\rR\x06advmss\x12\x16\n" +
+	"\x06onlink\x18\n" +
+	" \x01(\bR\x06onlink\"Q\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"R\n" +
