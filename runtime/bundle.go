@@ -87,6 +87,13 @@ func checkSpec(s *specs.Spec, bundle string) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("root.path %s is not a directory: %w", root, errdefs.ErrInvalidArgument)
 	}
+	// A root that is (or is under) a symlink is used where it leads: the
+	// file servers refuse to share a symlink (runc refuses such a root).
+	if resolved, err := filepath.EvalSymlinks(root); err == nil && resolved != filepath.Clean(root) {
+		if abs, err := filepath.Abs(resolved); err == nil {
+			s.Root.Path = abs
+		}
+	}
 	if s.Process == nil {
 		return fmt.Errorf("process is not set: %w", errdefs.ErrInvalidArgument)
 	}

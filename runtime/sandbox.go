@@ -159,6 +159,12 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		if err != nil {
 			return nil, fmt.Errorf("bind mount %s: source: %w", m.Destination, err)
 		}
+		// A bind mount follows symlinks in its source; the file
+		// servers refuse to share a path that is one (/var/run, a
+		// symlink to a directory).
+		if resolved, err := filepath.EvalSymlinks(src); err == nil {
+			src = resolved
+		}
 		if !fi.IsDir() {
 			alone, err := p.shareFile(ctx, dir, m, src, bindFilesAlone)
 			if err != nil {

@@ -900,3 +900,39 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A root and a bind-mount source that are symlinks (a bundle's rootfs
+// made by a tool that links it, -v /var/run:...) are used where they
+// lead, as a bind mount follows its source; the file servers refuse to
+// share a symlink, which failed the create with QEMU's words.
+func TestRunSymlinkedRootAndBindSource(t *testing.T) {
+	v := newVZ(t)
+	b := newBundle(t, "sh", "-c", "cat /data/in.txt; echo out > /data/out.txt; cat /marker")
+	if err := os.Rename(b.rootfs(), filepath.Join(b.Dir, "real-rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real-rootfs", b.rootfs()); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(b.Dir, "real-rootfs", "marker"), "in the linked root\n")
+	data := t.TempDir()
+	writeFile(t, filepath.Join(data, "in.txt"), "through the link\n")
+	link := filepath.Join(t.TempDir(), "data-link")
+	if err := os.Symlink(data, link); err != nil {
+		t.Fatal(err)
+	}
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: link, Options: []string{"rbind"}})
+	b.save(t)
+	for _, mode := range []string{"template", "cold"} {
+		if mode == "cold" {
+			b.annotate(t, "io.vzrun.template", "false")
+		}
+		r := v.run("", "run", "--bundle", b.Dir, uniqueID(t))
+		if r.code != 0 || r.stdout != "through the link\nin the linked root\n" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", mode, r.code, r.stdout, r.stderr)
+		}
+		if got, err := os.ReadFile(filepath.Join(data, "out.txt")); err != nil || string(got) != "out\n" {
+			t.Errorf("%s: written through the linked bind mount: %q, %v", mode, got, err)
+		}
+	}
+}
