@@ -46,7 +46,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: deps-arm64 ## install the Debian packages vzrun needs (apt, as root)
+deps: ## install the Debian packages vzrun needs (apt, as root)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
@@ -56,7 +56,8 @@ deps: deps-arm64 ## install the Debian packages vzrun needs (apt, as root)
 .PHONY: build
 build: ## build vzrun and the guest agent into _output/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/vzrun ./cmd/vzrun
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/containerd-shim-vz-v2 ./cmd/containerd-shim-vz-v2
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X github.com/containerd/containerd/v2/version.Version=vzrun-$(VERSION) -X github.com/containerd/containerd/v2/version.Revision=$(VERSION)" \
+		-o $(BIN)/containerd-shim-vz-v2 ./cmd/containerd-shim-vz-v2
 	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/vz-agent-$(ARCH) ./cmd/vz-agent
 
 .PHONY: kernel
@@ -136,6 +137,7 @@ all: deps build kernel initrd ## everything a container needs
 .PHONY: install
 install: all ## install vzrun and the guest into PREFIX
 	install -D -m 0755 $(BIN)/vzrun $(PREFIX)/bin/vzrun
+	install -D -m 0755 $(BIN)/containerd-shim-vz-v2 $(PREFIX)/bin/containerd-shim-vz-v2
 	install -D -m 0644 $(KERNEL) $(PREFIX)/share/vzrun/$(notdir $(KERNEL))
 	install -D -m 0644 $(INITRD) $(PREFIX)/share/vzrun/$(notdir $(INITRD))
 

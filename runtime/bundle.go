@@ -17,7 +17,7 @@ var idRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.+-]{0,127}$`)
 // ValidateID checks a container id the way runc does.
 func ValidateID(id string) error {
 	if !idRE.MatchString(id) {
-		return fmt.Errorf("invalid container id %q: want letters, digits and _.+- (at most 128): %w", id, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("invalid container id %q: want a letter or digit, then letters, digits and _.+- (at most 128 in all): %w", id, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -33,6 +33,9 @@ var execCommand = &cli.Command{
 		&cli.StringFlag{Name: "apparmor", Usage: "AppArmor profile for the process"},
 		&cli.StringFlag{Name: "process-label", Usage: "SELinux label for the process"},
 		&cli.IntFlag{Name: "preserve-fds", Usage: "pass N extra fds (only 0 is supported in a VM)"},
+		&cli.StringFlag{Name: "pidfd-socket", Usage: "unix socket to send a pidfd of the process's pid (its host relay) to"},
+		&cli.BoolFlag{Name: "ignore-paused", Usage: "exec in a paused container (refused: a paused VM's vCPUs are stopped)"},
+		&cli.StringSliceFlag{Name: "cgroup", Usage: "run the process in a sub-cgroup (not supported in a VM)"},
 		&cli.IntFlag{Name: "ready-fd", Hidden: true},
 	},
 	Action: func(c *cli.Context) error {
@@ -59,9 +62,15 @@ func execAction(c *cli.Context) error {
 	}
 	id := c.Args().First()
 	r := newRuntime(c)
-	// runc's words; there is no --ignore-paused: a paused VM's vCPUs are stopped.
 	if st, err := r.State(c.Context, id); err == nil && st.Status == runtime.StatusPaused {
+		if c.Bool("ignore-paused") {
+			return fmt.Errorf("cannot exec in paused container %s, --ignore-paused or not: pausing stops the VM's vCPUs, so nothing in it can start: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		// runc's words.
 		return fmt.Errorf("cannot exec in a paused container %s: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if len(c.StringSlice("cgroup")) > 0 {
+		return fmt.Errorf("--cgroup: not supported: the container's cgroups are in its VM, where exec runs the process in the container's own: %w", errdefs.ErrNotImplemented)
 	}
 	proc, err := execProcess(c, r, id)
 	if err != nil {
@@ -95,12 +104,43 @@ func execAction(c *cli.Context) error {
 			return err
 		}
 	}
+	pidfdSocket := c.String("pidfd-socket")
+	if pidfdSocket != "" && !o.Detach {
+		// runc names the message after its init type: an exec's is setns.
+		if err := sendPidfdOf(pidfdSocket, os.Getpid(), "setns"); err != nil {
+			return err
+		}
+	}
+	userPidFile := o.PidFile
+	if pidfdSocket != "" && o.Detach && o.PidFile == "" {
+		// The relay's pid is learnt from a pid file of our own.
+		f, err := os.CreateTemp("", "vzrun-exec-pid-")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		defer os.Remove(f.Name())
+		o.PidFile = f.Name()
+	}
 	status, err := r.Exec(c.Context, o)
 	if err != nil {
-		if !o.Detach && o.PidFile != "" {
-			_ = os.Remove(o.PidFile)
+		if !o.Detach && userPidFile != "" {
+			_ = os.Remove(userPidFile)
 		}
 		return err
+	}
+	if pidfdSocket != "" && o.Detach {
+		b, err := os.ReadFile(o.PidFile)
+		if err != nil {
+			return fmt.Errorf("--pidfd-socket: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("--pidfd-socket: pid file %s: %w", o.PidFile, err)
+		}
+		if err := sendPidfdOf(pidfdSocket, pid, "setns"); err != nil {
+			return err
+		}
 	}
 	if !o.Detach {
 		os.Exit(status)

@@ -16,7 +16,7 @@ var killCommand = &cli.Command{
 	Usage:     "send a signal (default SIGTERM) to a container's init, or all its processes",
 	ArgsUsage: "<container-id> [signal]",
 	Flags: []cli.Flag{
-		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "signal every process of the container; a stopped container is no error"},
+		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "obsolete, as in runc 1.5: the signal goes to the container's init (a KILL of init ends every process of its PID namespace); a stopped container is no error"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() < 1 || c.NArg() > 2 {

@@ -22,9 +22,16 @@ func sendPidfd(c *cli.Context, r *runtime.Runtime, id string) error {
 	if err != nil {
 		return err
 	}
-	fd, err := unix.PidfdOpen(st.Pid, 0)
+	// runc names the message after its init type; "standard" is a
+	// container's init.
+	return sendPidfdOf(path, st.Pid, "standard")
+}
+
+// sendPidfdOf sends a pidfd of pid to the unix socket at path, with msg.
+func sendPidfdOf(path string, pid int, msg string) error {
+	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return fmt.Errorf("--pidfd-socket: pidfd_open %d: %w", st.Pid, err)
+		return fmt.Errorf("--pidfd-socket: pidfd_open %d: %w", pid, err)
 	}
 	defer unix.Close(fd)
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
@@ -32,8 +39,7 @@ func sendPidfd(c *cli.Context, r *runtime.Runtime, id string) error {
 		return fmt.Errorf("--pidfd-socket: %w", err)
 	}
 	defer conn.Close()
-	// runc names the message after its init type; "standard" is a container's init.
-	if _, _, err := conn.WriteMsgUnix([]byte("standard"), unix.UnixRights(fd), nil); err != nil {
+	if _, _, err := conn.WriteMsgUnix([]byte(msg), unix.UnixRights(fd), nil); err != nil {
 		return fmt.Errorf("--pidfd-socket: sending the pidfd: %w", err)
 	}
 	return nil

@@ -18,3 +18,7 @@ func sendPidfd(c *cli.Context, _ *runtime.Runtime, _ string) error {
 	}
 	return fmt.Errorf("--pidfd-socket: pidfds are Linux only: %w", errdefs.ErrNotImplemented)
 }
+
+func sendPidfdOf(string, int, string) error {
+	return fmt.Errorf("--pidfd-socket: pidfds are Linux only: %w", errdefs.ErrNotImplemented)
+}

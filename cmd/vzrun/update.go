@@ -30,6 +30,8 @@ var updateCommand = &cli.Command{
 		&cli.StringFlag{Name: "blkio-weight", Usage: "block IO weight (not in the guest: no io.weight)"},
 		&cli.StringFlag{Name: "cpu-rt-period", Usage: "CPU real-time period in µs"},
 		&cli.StringFlag{Name: "cpu-rt-runtime", Usage: "CPU real-time runtime in µs"},
+		&cli.StringFlag{Name: "cpu-idle", Usage: "1: the cgroup's CPU weight is the idle policy's (0: not)"},
+		&cli.StringFlag{Name: "cpu-burst", Usage: "CPU CFS burst in µs"},
 		&cli.StringFlag{Name: "l3-cache-schema", Usage: "Intel RDT L3 cache schema (not in a VM)"},
 		&cli.StringFlag{Name: "mem-bw-schema", Usage: "Intel RDT memory bandwidth schema (not in a VM)"},
 	},
@@ -130,6 +132,20 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 			return fmt.Errorf("--cpu-rt-runtime %q: %w", c.String("cpu-rt-runtime"), err)
 		}
 		r.CPU.RealtimeRuntime = &v
+	}
+	if c.IsSet("cpu-idle") {
+		v, err := strconv.ParseInt(c.String("cpu-idle"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("--cpu-idle %q: %w", c.String("cpu-idle"), err)
+		}
+		r.CPU.Idle = &v
+	}
+	if c.IsSet("cpu-burst") {
+		v, err := strconv.ParseUint(c.String("cpu-burst"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("--cpu-burst %q: %w", c.String("cpu-burst"), err)
+		}
+		r.CPU.Burst = &v
 	}
 	if c.IsSet("blkio-weight") {
 		return fmt.Errorf("--blkio-weight: the guest kernel has no I/O weight control (io.weight): %w", errdefs.ErrNotImplemented)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1059,12 +1060,59 @@ func TestConsoleMasterCloseHangsUp(t *testing.T) {
 func TestRuncFlagsTaken(t *testing.T) {
 	v := newVZ(t)
 	b := newBundle(t, "sleep", "1000")
+	b.seeOwnCgroup(t)
 	id := uniqueID(t)
 	v.detach("--rootless", "false", "run", "--detach", "--no-subreaper", "--bundle", b.Dir, id)
 	v.runOK("exec", "--apparmor", "", "--process-label", "", id, "true")
 	v.runOK("update", "--cpu-rt-period", "1000000", id)
 	if r := v.run("", "update", "--l3-cache-schema", "L3:0=f", id); r.code == 0 || !strings.Contains(r.stderr, "Intel RDT") {
 		t.Errorf("update --l3-cache-schema: exit %d, %q", r.code, r.stderr)
+	}
+	// runc 1.5's newer flags: CPU idle and burst reach the guest's
+	// cgroup; exec's pidfd socket gets a pidfd of the exec's host pid.
+	v.runOK("update", "--cpu-idle", "1", "--cpu-quota", "50000", "--cpu-burst", "20000", id)
+	if out := v.runOK("exec", id, "sh", "-c", "cat /sys/fs/cgroup/cpu.idle /sys/fs/cgroup/cpu.max.burst").stdout; out != "1\n20000\n" {
+		t.Errorf("cpu.idle and cpu.max.burst after update --cpu-idle 1 --cpu-burst 20000: %q", out)
+	}
+	sock := filepath.Join(t.TempDir(), "pidfd.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		buf, oob := make([]byte, 64), make([]byte, 64)
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+		fds := 0
+		for _, m := range msgs {
+			rights, _ := syscall.ParseUnixRights(&m)
+			fds += len(rights)
+			for _, fd := range rights {
+				syscall.Close(fd)
+			}
+		}
+		got <- fmt.Sprintf("%s %d %v", buf[:n], fds, err)
+	}()
+	v.runOK("exec", "--pidfd-socket", sock, id, "true")
+	if msg := <-got; msg != "setns 1 <nil>" {
+		t.Errorf("exec --pidfd-socket: the socket got %q, want a pidfd with message setns", msg)
+	}
+	for _, args := range [][]string{{"exec", "--cgroup", "cpu:/sub", id, "true"}, {"spec", "--rootless", "--bundle", t.TempDir()}} {
+		if r := v.run("", args...); r.code == 0 || !strings.Contains(r.stderr, "not supported") && !strings.Contains(r.stderr, "no rootless mode") {
+			t.Errorf("%v: exit %d, %q (want a refusal that says why)", args, r.code, r.stderr)
+		}
+	}
+	v.runOK("pause", id)
+	if r := v.run("", "exec", "--ignore-paused", id, "true"); r.code == 0 || !strings.Contains(r.stderr, "vCPUs") {
+		t.Errorf("exec --ignore-paused into a paused container: exit %d, %q", r.code, r.stderr)
 	}
 	v.runOK("delete", "--force", id)
 }

@@ -85,7 +85,7 @@ func TestRunBadInput(t *testing.T) {
 		{name: "missing initrd", env: []string{"VZRUN_INITRD=/nonexistent/initrd.img"}, want: []string{"initrd", "/nonexistent/initrd.img"}},
 		{name: "missing qemu", env: []string{"PATH=/nonexistent"}, want: []string{"qemu-system-x86_64 not found"}},
 		{name: "qemu exits early", env: []string{"VZRUN_KERNEL=" + garbage}, want: []string{"qemu exited"}},
-		{name: "guest dies in boot", env: []string{"VZRUN_INITRD=" + garbage}, want: []string{"qemu exited", "guest console", "Kernel panic"}},
+		{name: "guest dies in boot", env: []string{"VZRUN_INITRD=" + garbage}, want: []string{"qemu exited", "the guest console's last lines", "Kernel panic"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

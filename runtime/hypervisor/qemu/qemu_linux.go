@@ -294,7 +294,7 @@ func (v *vm) consoleTail() string {
 	if len(reasons) > 0 {
 		tail = strings.Join(reasons, "\n") + "\n...\n" + tail
 	}
-	return fmt.Sprintf("\nguest console (%s), last lines:\n%s", v.cfg.ConsoleLog, tail)
+	return fmt.Sprintf("\nthe guest console's last lines:\n%s", tail)
 }
 
 func lastLines(s string, n int) string {

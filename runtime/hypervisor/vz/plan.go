@@ -63,5 +63,5 @@ func consoleTail(path string) string {
 	if len(lines) > 10 {
 		lines = lines[len(lines)-10:]
 	}
-	return fmt.Sprintf("\nguest console (%s), last lines:\n%s", path, strings.Join(lines, "\n"))
+	return fmt.Sprintf("\nthe guest console's last lines:\n%s", strings.Join(lines, "\n"))
 }
