@@ -64,9 +64,22 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 	if len(req.Sysctls) > 0 {
 		setNetSysctls(ctx, pid, req.Sysctls)
 	}
-	// The spec's own, after CNI's: they win, as under runc.
+	// The spec's own, after CNI's and the host's: they win, as under runc.
 	if err := c.setInterfaceSysctls(); err != nil {
 		return nil, err
+	}
+	if len(c.netAgain) > 0 && len(req.Sysctls) > 0 {
+		err := inNetNSOf(pid, func() error {
+			for k, v := range c.netAgain {
+				if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
+					return fmt.Errorf("open sysctl %s file: %w", strings.ReplaceAll(k, "/", "."), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return &api.Empty{}, nil
 }
@@ -91,7 +104,9 @@ func (c *container) setInterfaceSysctls() error {
 		}
 		return nil
 	})
-	c.ifSysctls = nil
+	if err == nil {
+		c.ifSysctls = nil
+	}
 	return err
 }
 

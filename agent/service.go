@@ -53,6 +53,9 @@ type container struct {
 	// start (where runc would have failed on a missing interface).
 	netMu     sync.Mutex
 	ifSysctls map[string]string
+	// netAgain are the spec's other net sysctls, set again after the
+	// host namespace's settings are copied (ConfigureNetwork).
+	netAgain map[string]string
 }
 
 // Service implements api.AgentService.
@@ -164,7 +167,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 	if err := guestSpec(&spec, id, root, shares); err != nil {
 		return nil, err
 	}
-	c.ifSysctls = takeInterfaceSysctls(&spec)
+	c.ifSysctls, c.netAgain = netSysctls(&spec)
 	droppedDevices := dropMissingDevices(&spec)
 	asLimit := takeAddressSpaceLimit(spec.Process)
 	b, err := specjson.Marshal(&spec)

@@ -176,34 +176,56 @@ func dropMissingDevices(s *specs.Spec) []string {
 	return dropped
 }
 
-// takeInterfaceSysctls removes from the spec the sysctls of network
-// interfaces other than all, default and lo (net.ipv4.conf.eth0.rp_filter)
-// and returns them by path under /proc/sys. Under runc the hooks have made
-// those interfaces by the time runc sets sysctls; here the VM's NICs move
-// into the container's namespace after the create (ConfigureNetwork),
-// where they are set instead.
-func takeInterfaceSysctls(s *specs.Spec) map[string]string {
+// netSysctls splits the spec's network sysctls: those of interfaces other
+// than all, default and lo (net.ipv4.conf.eth0.rp_filter) are removed
+// from the spec, and returned in ifs by path under /proc/sys: under runc
+// the hooks have made those interfaces by the time runc sets sysctls; here
+// the VM's NICs move into the container's namespace after the create
+// (ConfigureNetwork), where they are set instead. The spec's other net
+// sysctls stay for runc and are returned in again too: ConfigureNetwork
+// copies the host namespace's settings after runc has set them, and a
+// spec's own (net.ipv4.ip_forward=0, which is also conf.all.forwarding)
+// must win as under runc. A key with an empty, . or .. element is left
+// to runc, which refuses it.
+func netSysctls(s *specs.Spec) (ifs, again map[string]string) {
 	if s.Linux == nil {
-		return nil
+		return nil, nil
 	}
-	var out map[string]string
 	for k, v := range s.Linux.Sysctl {
-		path := k
-		if !strings.Contains(k, "/") {
-			path = strings.ReplaceAll(k, ".", "/")
+		path, ok := sysctlPath(k)
+		if !ok || !strings.HasPrefix(path, "net/") {
+			continue
 		}
 		f := strings.Split(path, "/")
-		if len(f) < 5 || f[0] != "net" || (f[1] != "ipv4" && f[1] != "ipv6") || (f[2] != "conf" && f[2] != "neigh") {
+		if len(f) >= 5 && (f[1] == "ipv4" || f[1] == "ipv6") && (f[2] == "conf" || f[2] == "neigh") &&
+			f[3] != "all" && f[3] != "default" && f[3] != "lo" {
+			if ifs == nil {
+				ifs = map[string]string{}
+			}
+			ifs[path] = v
+			delete(s.Linux.Sysctl, k)
 			continue
 		}
-		if f[3] == "all" || f[3] == "default" || f[3] == "lo" {
-			continue
+		if again == nil {
+			again = map[string]string{}
 		}
-		if out == nil {
-			out = map[string]string{}
-		}
-		out[path] = v
-		delete(s.Linux.Sysctl, k)
+		again[path] = v
 	}
-	return out
+	return ifs, again
+}
+
+// sysctlPath is a sysctl's path under /proc/sys, as runc reads the key
+// (slashes as they are, or dots for slashes); false for one with an
+// empty, . or .. element, which could name a file outside it.
+func sysctlPath(k string) (string, bool) {
+	path := k
+	if !strings.Contains(k, "/") {
+		path = strings.ReplaceAll(k, ".", "/")
+	}
+	for _, e := range strings.Split(path, "/") {
+		if e == "" || e == "." || e == ".." {
+			return "", false
+		}
+	}
+	return path, true
 }

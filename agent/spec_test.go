@@ -126,23 +126,30 @@ func TestGuestSpecLeavesOutMissingDevices(t *testing.T) {
 	}
 }
 
-func TestTakeInterfaceSysctls(t *testing.T) {
+func TestNetSysctls(t *testing.T) {
 	s := &specs.Spec{Linux: &specs.Linux{Sysctl: map[string]string{
-		"net.ipv4.conf.eth1.arp_ignore":     "2",
-		"net/ipv6/conf/eth0.100/mtu":        "1400",
-		"net.ipv4.neigh.net1.ucast_solicit": "5",
-		"net.ipv4.conf.all.rp_filter":       "1",
-		"net.ipv4.conf.default.rp_filter":   "1",
-		"net.ipv4.conf.lo.arp_ignore":       "1",
-		"net.core.somaxconn":                "1024",
-		"kernel.msgmax":                     "8192",
+		"net.ipv4.conf.eth1.arp_ignore":                  "2",
+		"net/ipv6/conf/eth0.100/mtu":                     "1400",
+		"net.ipv4.neigh.net1.ucast_solicit":              "5",
+		"net.ipv4.conf.all.rp_filter":                    "1",
+		"net.ipv4.ip_forward":                            "0",
+		"net.ipv4.conf.lo.arp_ignore":                    "1",
+		"net/ipv4/conf/../../../kernel/core_pattern":     "|/x",
+		"net/ipv4/conf/eth0/../../../../kernel/modprobe": "/x",
+		"kernel.msgmax":                                  "8192",
 	}}}
-	got := takeInterfaceSysctls(s)
+	ifs, again := netSysctls(s)
 	want := map[string]string{"net/ipv4/conf/eth1/arp_ignore": "2", "net/ipv6/conf/eth0.100/mtu": "1400", "net/ipv4/neigh/net1/ucast_solicit": "5"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("taken: %v, want %v", got, want)
+	if fmt.Sprint(ifs) != fmt.Sprint(want) {
+		t.Errorf("interface sysctls: %v, want %v", ifs, want)
 	}
-	if len(s.Linux.Sysctl) != 5 || s.Linux.Sysctl["net.ipv4.conf.eth1.arp_ignore"] != "" || s.Linux.Sysctl["net.core.somaxconn"] != "1024" {
+	wantAgain := map[string]string{"net/ipv4/conf/all/rp_filter": "1", "net/ipv4/ip_forward": "0", "net/ipv4/conf/lo/arp_ignore": "1"}
+	if fmt.Sprint(again) != fmt.Sprint(wantAgain) {
+		t.Errorf("sysctls set again: %v, want %v", again, wantAgain)
+	}
+	// Left in the spec: all but the interfaces' (runc refuses the ..
+	// ones, as it would on the host).
+	if len(s.Linux.Sysctl) != 6 || s.Linux.Sysctl["net.ipv4.conf.eth1.arp_ignore"] != "" || s.Linux.Sysctl["kernel.msgmax"] != "8192" {
 		t.Errorf("left in the spec: %v", s.Linux.Sysctl)
 	}
 }

@@ -63,8 +63,11 @@ type process struct {
 	done     chan struct{}
 	// ended closes when the guest reports the exit, done once the exit
 	// is the shim's answer: later for a container whose rootfs is synced
-	// back when its VM stops (done waits for the sync).
-	ended chan struct{}
+	// back when its VM stops (done waits for the sync). Each closes once,
+	// through end and finish: the waiter and Delete (of a created task)
+	// can both get there.
+	ended             chan struct{}
+	endOnce, doneOnce sync.Once
 	// waiter starts waitExit once: at start, or at a kill of a process
 	// that was never started.
 	waiter  sync.Once
@@ -385,6 +388,10 @@ func (s *service) stopSentinel() {
 	sent.stop()
 }
 
+// end says the process's exit is known; finish that it is the answer.
+func (p *process) end()    { p.endOnce.Do(func() { close(p.ended) }) }
+func (p *process) finish() { p.doneOnce.Do(func() { close(p.done) }) }
+
 // startWaiter has waitExit follow p, once.
 func (s *service) startWaiter(id string, p *process) {
 	p.waiter.Do(func() { go s.waitExit(id, p) })
@@ -418,7 +425,7 @@ func (s *service) waitExit(id string, p *process) {
 			log.G(ctx).WithField("exec", p.execID).Warn("the process's output did not end with it")
 		}
 	}
-	close(p.ended)
+	p.end()
 	// A rootfs synced back when the VM stops (the ext4 mode) holds the
 	// container's writes only after that: the exit is reported once they
 	// are there, as under runc, where they are in the rootfs as the
@@ -432,7 +439,7 @@ func (s *service) waitExit(id string, p *process) {
 	p.mu.Lock()
 	p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, status, at
 	p.mu.Unlock()
-	close(p.done)
+	p.finish()
 	if p.execID == "" {
 		_ = s.c.SetStatus(vzruntime.StatusStopped)
 	}
@@ -590,10 +597,15 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	if err := c.RunHooks(ctx, "poststop"); err != nil {
 		log.G(ctx).WithError(err).Warn("poststop hook")
 	}
-	if p.status == task.Status_CREATED {
+	p.mu.Lock()
+	created := p.status == task.Status_CREATED
+	if created {
 		p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, 128+9, time.Now()
-		close(p.ended)
-		close(p.done)
+	}
+	p.mu.Unlock()
+	if created {
+		p.end()
+		p.finish()
 	}
 	s.stopSentinel()
 	if err := mount.UnmountRecursive(filepath.Join(s.bundle, "rootfs"), 0); err != nil {
@@ -766,6 +778,9 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *ptypes.E
 	select {
 	case <-p.done:
 		return nil, fmt.Errorf("process %s has exited: %w", execOrID(r.ID, r.ExecID), errdefs.ErrNotFound)
+	default:
+	}
+	select {
 	case <-p.ended:
 		// Its exit is not reported yet (the rootfs is being synced
 		// back): the signal is answered by that end.

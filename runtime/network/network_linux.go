@@ -246,11 +246,13 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 	}
 	var ifcs []Interface
 	var routes []Route
+	names := map[int]string{}
 	for _, l := range links {
 		a := l.Attrs()
-		if a.Flags&net.FlagLoopback != 0 || slices.Contains(skip, a.Name) {
+		if a.Flags&net.FlagLoopback != 0 || slices.Contains(skip, a.Name) || !ethernet(l) {
 			continue
 		}
+		names[a.Index] = a.Name
 		ifc := Interface{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr, MTU: a.MTU}
 		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
@@ -263,31 +265,38 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 			ifc.Addrs = append(ifc.Addrs, ad.IPNet)
 		}
 		ifcs = append(ifcs, ifc)
-		rs, err := h.RouteList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("routes of %s: %w", a.Name, err)
+	}
+	// The whole table at once, in its order: of two routes to one
+	// destination with one metric the kernel takes the first, so the
+	// guest must have them in the same order.
+	rs, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("routes: %w", err)
+	}
+	for _, r := range rs {
+		name, ok := names[r.LinkIndex]
+		if !ok {
+			continue
 		}
-		for _, r := range rs {
-			// The guest's kernel adds the subnet routes of the
-			// addresses itself.
-			if r.Protocol == unix.RTPROT_KERNEL {
-				continue
-			}
-			family := 4
-			if r.Family == netlink.FAMILY_V6 {
-				family = 6
-			}
-			// IPv6's link-local and multicast routes are every
-			// interface's own; IPv4 link-local ones (169.254.0.0/16)
-			// are a network's choice: a gateway (Calico's
-			// 169.254.1.1), a metadata service.
-			if family == 6 && r.Dst != nil && (r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast()) {
-				continue
-			}
-			routes = append(routes, Route{Dst: r.Dst, Gw: r.Gw, Src: r.Src, Device: a.Name,
-				Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol),
-				Metric: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS, Onlink: r.Flags&unix.RTNH_F_ONLINK != 0})
+		// The guest's kernel adds the subnet routes of the addresses
+		// itself.
+		if r.Protocol == unix.RTPROT_KERNEL {
+			continue
 		}
+		family := 4
+		if r.Family == netlink.FAMILY_V6 {
+			family = 6
+		}
+		// IPv6's link-local and multicast routes are every
+		// interface's own; IPv4 link-local ones (169.254.0.0/16) are a
+		// network's choice: a gateway (Calico's 169.254.1.1), a
+		// metadata service.
+		if family == 6 && r.Dst != nil && (r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast()) {
+			continue
+		}
+		routes = append(routes, Route{Dst: r.Dst, Gw: r.Gw, Src: r.Src, Device: name,
+			Scope: uint8(r.Scope), Family: family, Protocol: int(r.Protocol),
+			Metric: r.Priority, MTU: r.MTU, AdvMSS: r.AdvMSS, Onlink: r.Flags&unix.RTNH_F_ONLINK != 0})
 	}
 	// A gateway must be reachable when its route is added: routes without
 	// one (a /32 address's scope-link route to its gateway) go first.
@@ -295,6 +304,19 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 		return cmp.Compare(boolInt(a.Gw != nil), boolInt(b.Gw != nil))
 	})
 	return ifcs, routes, nil
+}
+
+// ethernet says l can be a VM NIC's peer: an Ethernet interface (a veth,
+// macvlan, ipvlan, ...), not one of the tunnels' fallback devices a new
+// namespace gets when their modules are loaded (tunl0, sit0, gre0,
+// gretap0, erspan0, ip6tnl0, ...), which sit there down and unused.
+func ethernet(l netlink.Link) bool {
+	switch l.Type() {
+	case "ipip", "sit", "gre", "gretap", "ip6gre", "ip6gretap", "erspan", "ip6erspan", "ip6tnl", "vti", "vti6", "tun":
+		return false
+	}
+	a := l.Attrs()
+	return (a.EncapType == "" || a.EncapType == "ether") && len(a.HardwareAddr) == 6
 }
 
 func boolInt(b bool) int {

@@ -1102,8 +1102,13 @@ func TestRuncFlagsTaken(t *testing.T) {
 		got <- fmt.Sprintf("%s %d %v", buf[:n], fds, err)
 	}()
 	v.runOK("exec", "--pidfd-socket", sock, id, "true")
-	if msg := <-got; msg != "setns 1 <nil>" {
-		t.Errorf("exec --pidfd-socket: the socket got %q, want a pidfd with message setns", msg)
+	select {
+	case msg := <-got:
+		if msg != "setns 1 <nil>" {
+			t.Errorf("exec --pidfd-socket: the socket got %q, want a pidfd with message setns", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("exec --pidfd-socket: nothing came to the socket")
 	}
 	for _, args := range [][]string{{"exec", "--cgroup", "cpu:/sub", id, "true"}, {"spec", "--rootless", "--bundle", t.TempDir()}} {
 		if r := v.run("", args...); r.code == 0 || !strings.Contains(r.stderr, "not supported") && !strings.Contains(r.stderr, "no rootless mode") {

@@ -705,6 +705,10 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 	sh("ip", "-n", name, "route", "add", "default", "via", fmt.Sprintf("10.215.%d.1", n))
 	sh("ip", "-n", name, "route", "add", "10.217.0.0/16", "via", fmt.Sprintf("10.216.%d.1", n))
 	sh("ip", "-n", name, "route", "add", "10.218.0.0/16", "via", "10.219.0.1", "dev", "net1", "onlink")
+	// Two routes to one destination with one metric: the first in the
+	// table is the one taken, net1's here.
+	sh("ip", "-n", name, "route", "add", "10.220.0.0/16", "via", fmt.Sprintf("10.216.%d.1", n), "dev", "net1", "metric", "300")
+	sh("ip", "-n", name, "route", "append", "10.220.0.0/16", "via", fmt.Sprintf("10.215.%d.1", n), "dev", "eth0", "metric", "300")
 	// Someone else's ingress filter on net1: it stays when vzrun's go.
 	sh("tc", "-n", name, "qdisc", "add", "dev", "net1", "ingress")
 	sh("tc", "-n", name, "filter", "add", "dev", "net1", "parent", "ffff:", "prio", "5", "protocol", "ip", "u32", "match", "ip", "src", "10.199.0.1/32", "flowid", "1:1")
@@ -735,6 +739,10 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 		t.Fatalf("run: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
 	out := strings.Join(strings.Fields(r.stdout), " ")
+	first, second := strings.Index(out, fmt.Sprintf("10.220.0.0/16 via 10.216.%d.1 dev net1", n)), strings.Index(out, fmt.Sprintf("10.220.0.0/16 via 10.215.%d.1 dev eth0", n))
+	if first < 0 || second < 0 || first > second {
+		t.Errorf("the two routes to 10.220.0.0/16 not both there in the namespace's order (net1's first):\n%s", r.stdout)
+	}
 	for _, want := range []string{
 		fmt.Sprintf("eth0 inet 10.215.%d.2/24", n),
 		fmt.Sprintf("net1 inet 10.216.%d.2/24", n),
