@@ -70,6 +70,9 @@ func run(start int64) error {
 	}
 	api.RegisterAgentService(server, svc)
 	api.RegisterForwarderService(server, NewForwarder(svc))
+	if templateBoot() {
+		settleClock(ctx)
+	}
 	l, err := listen()
 	if err != nil {
 		return err

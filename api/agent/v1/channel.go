@@ -13,6 +13,10 @@ const (
 	// has opened the port: before it, the host must not send (the guest
 	// would drop it), after it the port carries ttrpc.
 	Hello = "VZRUN-AGENT-READY\n"
+	// TemplateBootArg is on the kernel command line of a VM booted to be
+	// saved as a template: its agent lets the guest's clock settle
+	// before it greets the host.
+	TemplateBootArg = "vzrun.template=1"
 )
 
 // Between two ttrpc messages the agent may send sideband frames on a

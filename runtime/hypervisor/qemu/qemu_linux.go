@@ -366,6 +366,11 @@ func (v *vm) args() ([]string, error) {
 		machine, cpu, cmdline = arm64Machine(v.accel)
 	}
 	cmdline = append(cmdline, c.KernelArgs...)
+	if c.Restorable {
+		// A template's boot (and its clones', which keep the
+		// template's command line): its agent lets the clock settle.
+		cmdline = append(cmdline, api.TemplateBootArg)
+	}
 	args := []string{
 		"-M", machine,
 		"-accel", v.accelArg(),
