@@ -282,6 +282,21 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		killStateProcesses(path)
 		return (&StateDir{Path: path}).Remove()
 	}
+	if st.Status == StatusRunning && !force && st.alive() {
+		if _, serr := os.Stat(dir.File("monitor.sock")); errors.Is(serr, os.ErrNotExist) {
+			// Its process has ended and the monitor, no longer serving,
+			// is stopping the VM (syncing an ext4 rootfs back): the
+			// container is stopped once that is done. (kill says "not
+			// running" meanwhile.)
+			dir.Unlock()
+			for st.alive() && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if dir, st, err = r.open(id); err != nil {
+				return err
+			}
+		}
+	}
 	if (st.Status == StatusRunning || st.Status == StatusPaused || st.Status == StatusCreating) && !force {
 		dir.Unlock()
 		return fmt.Errorf("container %s is %s: stop it or use --force: %w", id, st.Status, errdefs.ErrFailedPrecondition)
@@ -311,7 +326,13 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	killStateProcesses(dir.Path)
 	// No data is lost to a kill -9 of the monitor: what an ext4 rootfs
 	// holds is synced back before its state dir goes.
-	if err := syncLeftImage(ctx, dir, st); err != nil {
+	sctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.LeftSyncTimeout > 0 {
+		sctx, cancel = context.WithTimeout(ctx, r.LeftSyncTimeout)
+	}
+	err = syncLeftImage(sctx, dir, st)
+	cancel()
+	if err != nil {
 		return err
 	}
 	disconnectNetwork(ctx, st)

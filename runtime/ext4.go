@@ -129,6 +129,12 @@ func syncExt4Back(ctx context.Context, img, rootfs string) error {
 		return err
 	}
 	if err := completeDump(ctx, img, dump); err != nil {
+		if ctx.Err() != nil {
+			// Out of time (a bounded sync): nothing is merged, the
+			// image stays for the next.
+			_ = os.RemoveAll(dump)
+			return err
+		}
 		// What rdump wrote is still the container's data: swap it in.
 		log.G(ctx).WithError(err).Warnf("syncing %s back: not every FIFO, device node, hard link or extended attribute is carried back", img)
 	}
@@ -358,6 +364,7 @@ func sameFileSystem(a, b string) bool {
 // banner is a failure.
 func rdump(ctx context.Context, img, dir string) error {
 	cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump / "+dir, img)
+	dieWithParent(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -969,6 +976,7 @@ func debugfsBatch(ctx context.Context, img string, cmds []string) ([][]string, e
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, "debugfs", "-f", f.Name(), img)
+	dieWithParent(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()

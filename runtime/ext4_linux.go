@@ -3,6 +3,8 @@ package runtime
 import (
 	"errors"
 	"os"
+	"os/exec"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,4 +28,14 @@ func punch(path string, ranges []span) error {
 		}
 	}
 	return nil
+}
+
+// dieWithParent has cmd killed when this process dies: a debugfs writing
+// a dump must not outlive the sync that wanted it (a killed monitor or
+// shim), writing into the rootfs meanwhile.
+func dieWithParent(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }

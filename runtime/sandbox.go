@@ -32,6 +32,12 @@ type Runtime struct {
 	CacheDir string
 	// Accel forces an accelerator (kvm, tcg, hvf); empty chooses.
 	Accel string
+	// LeftSyncTimeout bounds the sync back of an ext4 image that Delete
+	// finds left by a killed owner (0: none). One that does not finish
+	// in time keeps the image and the state dir (Delete fails saying
+	// so); a later Delete, or the shim's next Create of the container,
+	// syncs it.
+	LeftSyncTimeout time.Duration
 }
 
 // Sandbox is a booted VM and the client of its agent.

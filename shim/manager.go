@@ -269,6 +269,11 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		return shim.StopStatus{}, err
 	}
 	r := newRuntime(ns)
+	// containerd gives this clean-up 5 s (io.containerd.timeout.shim.
+	// cleanup) and then kills it: an ext4 image left by the dead shim is
+	// synced back only if that fits, else it stays with the state, and
+	// the container's next task (Create) syncs it first.
+	r.LeftSyncTimeout = leftSyncTimeout()
 	if err := r.Delete(ctx, id, true); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).WithError(err).Warn("deleting the container's state")
 	}
@@ -279,6 +284,16 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		}
 	}
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}, nil
+}
+
+// leftSyncTimeout bounds the sync back in a dead shim's clean-up: 3 s,
+// or VZRUN_LEFT_SYNC_TIMEOUT (a Go duration) from containerd's
+// environment, for a containerd with a longer clean-up timeout.
+func leftSyncTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("VZRUN_LEFT_SYNC_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 3 * time.Second
 }
 
 func (m manager) Info(ctx context.Context, _ io.Reader) (*types.RuntimeInfo, error) {

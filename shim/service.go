@@ -172,7 +172,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
-	c, err := newRuntime(ns).NewContainer(ctx, r.ID, r.Bundle)
+	rt := newRuntime(ns)
+	// A state this container's last task left (its shim killed, and an
+	// ext4 image too large to sync back in the clean-up containerd
+	// allows): what it holds is synced into the rootfs, mounted again
+	// now, before the new task starts on it.
+	if _, err := rt.State(ctx, r.ID); err == nil {
+		log.G(ctx).WithField("id", r.ID).Warn("the container's last task left its state: syncing and removing it first")
+		if err := rt.Delete(ctx, r.ID, true); err != nil {
+			return nil, fmt.Errorf("the state the container's last task left: %w", err)
+		}
+	}
+	c, err := rt.NewContainer(ctx, r.ID, r.Bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -710,3 +710,62 @@ func TestNerdctlExt4Rootfs(t *testing.T) {
 	}
 	n.ok("rm", "e4a", "e4b", "e4c")
 }
+
+// A shim killed -9 while its container runs on an ext4 rootfs: the
+// clean-up containerd runs (the shim's delete, 5 s at most) syncs the
+// image back only if that fits in its time, else the image stays with the
+// container's state and its next task syncs it before it starts: nothing
+// written is lost, and the container starts again.
+func TestNerdctlExt4RootfsShimKilled(t *testing.T) {
+	// Every image is "too large" here: the deferred path is the one
+	// under test.
+	t.Setenv("VZRUN_LEFT_SYNC_TIMEOUT", "1ns")
+	n, img := startNerdctl(t)
+	ext4 := append([]string{"--annotation", "io.vzrun.rootfs=ext4"}, vzRuntime...)
+	n.ok(append(append([]string{"run", "-d", "--name", "e4k"}, ext4...), img, "sh", "-c", "[ -e /root/kept ] && cat /root/kept && exit 0; echo before-the-kill > /root/kept; sync; exec sleep 1000")...)
+	waitFor(t, 60*time.Second, func() bool {
+		o, _, c := n.run("", "exec", "e4k", "cat", "/root/kept")
+		return c == 0 && o == "before-the-kill\n"
+	})
+	shim := shimPid(t, n.c, "e4k")
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		return strings.Contains(n.ok("ps", "-a", "--format", "{{.Status}}", "-f", "name=e4k"), "Exited") ||
+			strings.Contains(n.ok("ps", "-a", "--format", "{{.Status}}", "-f", "name=e4k"), "Created")
+	})
+	if out, errs, code := n.run("", "start", "-a", "e4k"); code != 0 || out != "before-the-kill\n" {
+		t.Errorf("start -a after the shim's kill -9: exit %d, %q %q (the file written before the kill should be there)", code, out, errs)
+	}
+	n.ok("rm", "-f", "e4k")
+	if left, _ := filepath.Glob(filepath.Join(vzshim.StateRoot, n.c.ns, "*")); len(left) > 0 {
+		t.Errorf("state left after rm: %v", left)
+	}
+}
+
+// shimPid is the pid of the vz shim of nerdctl container name.
+func shimPid(t *testing.T, c *ctrd, name string) int {
+	t.Helper()
+	n := &nerdctl{c: c, bin: filepath.Join(pinnedDir(t, "NERDCTL_BIN", "nerdctl-v2.2.2"), "nerdctl"), dataDir: filepath.Join(c.dir, "nerdctl")}
+	id := strings.TrimSpace(n.ok("inspect", "-f", "{{.ID}}", name))
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-vz-v2" {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-id" && args[i+1] == id {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no vz shim for container %s (%s)", name, id)
+	return 0
+}
