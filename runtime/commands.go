@@ -257,6 +257,10 @@ func runcStats(m *cgroupstats.Metrics) *runc.Stats {
 // Delete removes a container. A created or stopped one goes at once; a
 // running or paused one only with force, which kills it first. Poststop
 // hooks run before it returns.
+// stoppingTimeout bounds delete's wait for a monitor that is stopping its
+// container's VM (an ext4 sync back of a large rootfs takes a while).
+const stoppingTimeout = 10 * time.Minute
+
 func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	// Deletes of one container take turns for all they do (the state
 	// lock is let go while the container is killed: its monitor takes it
@@ -289,7 +293,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 			// container is stopped once that is done. (kill says "not
 			// running" meanwhile.)
 			dir.Unlock()
-			for st.alive() && ctx.Err() == nil {
+			for deadline := time.Now().Add(stoppingTimeout); st.alive() && ctx.Err() == nil && time.Now().Before(deadline); {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if dir, st, err = r.open(id); err != nil {
