@@ -100,9 +100,19 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 	} else if v != nil {
 		r.CPU.Quota = v
 	}
-	for name, dst := range map[string]**uint64{"cpu-period": &r.CPU.Period, "cpu-share": &r.CPU.Shares} {
+	for name, dst := range map[string]**uint64{"cpu-period": &r.CPU.Period, "cpu-share": &r.CPU.Shares,
+		"cpu-rt-period": &r.CPU.RealtimePeriod, "cpu-burst": &r.CPU.Burst} {
 		if c.IsSet(name) {
 			v, err := strconv.ParseUint(c.String(name), 10, 64)
+			if err != nil {
+				return fmt.Errorf("--%s %q: %w", name, c.String(name), err)
+			}
+			*dst = &v
+		}
+	}
+	for name, dst := range map[string]**int64{"cpu-rt-runtime": &r.CPU.RealtimeRuntime, "cpu-idle": &r.CPU.Idle} {
+		if c.IsSet(name) {
+			v, err := strconv.ParseInt(c.String(name), 10, 64)
 			if err != nil {
 				return fmt.Errorf("--%s %q: %w", name, c.String(name), err)
 			}
@@ -118,34 +128,6 @@ func resourcesFromFlags(c *cli.Context, r *specs.LinuxResources) error {
 	if c.IsSet("pids-limit") {
 		limit := int64(c.Int("pids-limit"))
 		r.Pids = &specs.LinuxPids{Limit: &limit}
-	}
-	if c.IsSet("cpu-rt-period") {
-		v, err := strconv.ParseUint(c.String("cpu-rt-period"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("--cpu-rt-period %q: %w", c.String("cpu-rt-period"), err)
-		}
-		r.CPU.RealtimePeriod = &v
-	}
-	if c.IsSet("cpu-rt-runtime") {
-		v, err := strconv.ParseInt(c.String("cpu-rt-runtime"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("--cpu-rt-runtime %q: %w", c.String("cpu-rt-runtime"), err)
-		}
-		r.CPU.RealtimeRuntime = &v
-	}
-	if c.IsSet("cpu-idle") {
-		v, err := strconv.ParseInt(c.String("cpu-idle"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("--cpu-idle %q: %w", c.String("cpu-idle"), err)
-		}
-		r.CPU.Idle = &v
-	}
-	if c.IsSet("cpu-burst") {
-		v, err := strconv.ParseUint(c.String("cpu-burst"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("--cpu-burst %q: %w", c.String("cpu-burst"), err)
-		}
-		r.CPU.Burst = &v
 	}
 	if c.IsSet("blkio-weight") {
 		return fmt.Errorf("--blkio-weight: the guest kernel has no I/O weight control (io.weight): %w", errdefs.ErrNotImplemented)
