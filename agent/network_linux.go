@@ -71,8 +71,8 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 	if len(c.netAgain) > 0 && len(req.Sysctls) > 0 {
 		err := inNetNSOf(pid, func() error {
 			for k, v := range c.netAgain {
-				if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
-					return fmt.Errorf("open sysctl %s file: %w", strings.ReplaceAll(k, "/", "."), err)
+				if err := writeSysctl(k, v); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -82,6 +82,21 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 		}
 	}
 	return &api.Empty{}, nil
+}
+
+// writeSysctl sets the sysctl at path k under /proc/sys, failing in
+// runc's words.
+func writeSysctl(k, v string) error {
+	name := strings.ReplaceAll(k, "/", ".")
+	f, err := os.OpenFile(filepath.Join("/proc/sys", k), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open sysctl %s file: %w", name, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(v); err != nil {
+		return fmt.Errorf("write sysctl %s = %q: %w", name, v, err)
+	}
+	return nil
 }
 
 // setInterfaceSysctls sets the spec's interface sysctls in the container's
@@ -98,8 +113,8 @@ func (c *container) setInterfaceSysctls() error {
 	c.init.mu.Unlock()
 	err := inNetNSOf(pid, func() error {
 		for k, v := range c.ifSysctls {
-			if err := os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0); err != nil {
-				return fmt.Errorf("open sysctl %s file: %w", strings.ReplaceAll(k, "/", "."), err)
+			if err := writeSysctl(k, v); err != nil {
+				return err
 			}
 		}
 		return nil

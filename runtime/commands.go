@@ -334,7 +334,11 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	if r.LeftSyncTimeout > 0 {
 		sctx, cancel = context.WithTimeout(ctx, r.LeftSyncTimeout)
 	}
-	err = syncLeftImage(sctx, dir, st)
+	if r.NoLeftSync {
+		err = keepLeftImage(dir, st)
+	} else {
+		err = syncLeftImage(sctx, dir, st, r.ImagesStayWithState)
+	}
 	cancel()
 	if err != nil {
 		return err

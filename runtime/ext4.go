@@ -392,12 +392,15 @@ func rdump(ctx context.Context, img, dir string) error {
 
 // syncLeftImage syncs back the ext4 image of a container whose VM and
 // monitor were killed before they could (delete after a kill -9).
-func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
+func syncLeftImage(ctx context.Context, dir *StateDir, st *State, withState bool) error {
 	img := dir.File("rootfs.ext4")
 	if _, err := os.Stat(img); err != nil || st.Rootfs == "" {
 		return nil
 	}
 	if err := syncExt4Back(ctx, img, st.Rootfs); err != nil {
+		if withState {
+			return &imageKeptError{img: img, id: st.ID, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", st.ID, st.Rootfs, err)}
+		}
 		var kept *imageKeptError
 		if err := keepImage(ctx, img, st.Rootfs, st.ID, err); errors.As(err, &kept) {
 			return err
@@ -409,6 +412,16 @@ func syncLeftImage(ctx context.Context, dir *StateDir, st *State) error {
 		return nil
 	}
 	return os.Remove(img)
+}
+
+// keepLeftImage is syncLeftImage's refusal: an image left in the state
+// dir stays there, with the state (an *imageKeptError), for a later sync.
+func keepLeftImage(dir *StateDir, st *State) error {
+	img := dir.File("rootfs.ext4")
+	if _, err := os.Stat(img); err != nil {
+		return nil
+	}
+	return &imageKeptError{img: img, id: st.ID, err: fmt.Errorf("not syncing the ext4 rootfs of %s back now", st.ID)}
 }
 
 // keepImage keeps the container's data when its ext4 image could not be

@@ -142,8 +142,20 @@ func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, what, exited strin
 	select {
 	case msg = <-msgc:
 	case sig := <-sigs:
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		// What is being done is abandoned as a kill -9 of this process
+		// abandons it: the child finds its ready pipe's reader gone
+		// when it reports, and undoes what it made (redirects in a
+		// network namespace, poststop hooks) itself. Bounded: one that
+		// does not end is killed.
+		ready.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(abandonTimeout):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 		return fmt.Errorf("%v while %s", sig, what)
 	}
 	if string(msg) != "ok" {
@@ -161,6 +173,10 @@ func spawnDetached(cmd *exec.Cmd, inheritStdio bool, pidFile, what, exited strin
 	}
 	return cmd.Process.Release()
 }
+
+// abandonTimeout bounds the wait for an interrupted create's monitor to
+// undo what it made.
+const abandonTimeout = 2 * time.Minute
 
 // WritePidFile writes pid atomically, as runc does.
 func WritePidFile(path string, pid int) error {
@@ -199,7 +215,12 @@ func (r *Runtime) RunMonitor(ctx context.Context, o MonitorOptions) int {
 		if m.c != nil {
 			m.c.poststop(ctx)
 		}
-		fmt.Fprint(o.Ready, err.Error())
+		if _, werr := fmt.Fprint(o.Ready, err.Error()); werr != nil && m.dir != nil {
+			// The create that started this monitor is gone: nobody
+			// removes the state of what is already undone (a delete
+			// would run the poststop hooks again).
+			_ = m.dir.Remove()
+		}
 		o.Ready.Close()
 		return 1
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -250,7 +251,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 		return c.configureNAT(ctx)
 	}
 	if p == nil || p.netns == "" {
-		return nil
+		return c.noNetwork(ctx)
 	}
 	ifcs, routes, err := network.Inspect(p.netns)
 	if err != nil {
@@ -258,7 +259,7 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	}
 	if len(ifcs) == 0 {
 		log.G(ctx).WithField("id", c.ID).Debug("no interface in the network namespace: loopback only")
-		return nil
+		return c.noNetwork(ctx)
 	}
 	ifcs = nicOrder(ifcs)
 	if len(ifcs) > len(p.taps) {
@@ -333,6 +334,27 @@ func (c *Container) connectNetwork(ctx context.Context) error {
 	}
 	log.G(ctx).WithFields(log.Fields{"id": c.ID, "interfaces": names}).Debug("network connected")
 	return nil
+}
+
+// noNetwork tells the agent that no NIC comes, where the spec sets
+// sysctls of interfaces: it sets them now, and fails the create on an
+// interface the container lacks, as runc does.
+func (c *Container) noNetwork(ctx context.Context) error {
+	if c.Spec.Linux == nil || !slices.ContainsFunc(slices.Collect(maps.Keys(c.Spec.Linux.Sysctl)), interfaceSysctl) {
+		return nil
+	}
+	if _, err := c.Agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{ContainerId: c.ID}); err != nil {
+		return fmt.Errorf("configuring the network of %s in the guest: %w", c.ID, errgrpc.ToNative(err))
+	}
+	return nil
+}
+
+// interfaceSysctl says k (net.ipv4.conf.eth0.rp_filter) is a network
+// interface's own sysctl, other than all's, default's and lo's.
+func interfaceSysctl(k string) bool {
+	f := strings.Split(strings.ReplaceAll(k, ".", "/"), "/")
+	return len(f) >= 5 && f[0] == "net" && (f[1] == "ipv4" || f[1] == "ipv6") && (f[2] == "conf" || f[2] == "neigh") &&
+		f[3] != "all" && f[3] != "default" && f[3] != "lo"
 }
 
 // releaseNetwork empties the network namespace an owner was started in

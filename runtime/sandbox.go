@@ -38,6 +38,16 @@ type Runtime struct {
 	// so); a later Delete, or the shim's next Create of the container,
 	// syncs it.
 	LeftSyncTimeout time.Duration
+	// ImagesStayWithState keeps an ext4 image that could not be synced
+	// back in the container's state dir, never beside the rootfs: the
+	// shim's rootfs is in containerd's bundle directory, which containerd
+	// removes with the task.
+	ImagesStayWithState bool
+	// NoLeftSync has Delete keep an ext4 image left by a killed owner,
+	// with the state, instead of syncing it: the shim's clean-up once the
+	// rootfs is no longer mounted (the sync would go into the empty
+	// directory under it).
+	NoLeftSync bool
 }
 
 // Sandbox is a booted VM and the client of its agent.
@@ -139,6 +149,9 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		// is synced by delete (syncLeftImage).
 		p.afterStop = func(ctx context.Context) error {
 			if err := syncExt4Back(ctx, img, rootfs); err != nil {
+				if r.ImagesStayWithState {
+					return &imageKeptError{img: img, id: id, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", id, rootfs, err)}
+				}
 				return keepImage(ctx, img, rootfs, id, err)
 			}
 			return os.Remove(img)

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -274,11 +275,23 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	// synced back only if that fits, else it stays with the state, and
 	// the container's next task (Create) syncs it first.
 	r.LeftSyncTimeout = leftSyncTimeout()
+	// Run in the bundle, or given it. A clean-up run again (containerd
+	// restarted during the last) finds the rootfs unmounted: an image is
+	// not synced into the empty directory under it but stays with the
+	// state.
+	cwd, cwdErr := os.Getwd()
+	if opts, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && opts.BundlePath != "" {
+		cwd, cwdErr = opts.BundlePath, nil
+	}
+	if cwdErr == nil {
+		if mounted, err := mountinfo.Mounted(filepath.Join(cwd, "rootfs")); err != nil || !mounted {
+			r.NoLeftSync = true
+		}
+	}
 	if err := r.Delete(ctx, id, true); err != nil && !errdefs.IsNotFound(err) {
 		log.G(ctx).WithError(err).Warn("deleting the container's state")
 	}
-	cwd, err := os.Getwd()
-	if err == nil {
+	if cwdErr == nil {
 		if err := mount.UnmountRecursive(filepath.Join(cwd, "rootfs"), 0); err != nil {
 			log.G(ctx).WithError(err).Warn("unmounting the rootfs")
 		}

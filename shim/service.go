@@ -45,7 +45,9 @@ import (
 )
 
 func newRuntime(ns string) *vzruntime.Runtime {
-	return &vzruntime.Runtime{Root: filepath.Join(StateRoot, ns)}
+	// The rootfs is in containerd's bundle directory, which goes with
+	// the task: an ext4 image not synced back stays with the state.
+	return &vzruntime.Runtime{Root: filepath.Join(StateRoot, ns), ImagesStayWithState: true}
 }
 
 // process is the task's init or one of its execs.

@@ -259,7 +259,9 @@ func Inspect(nsPath string, skip ...string) ([]Interface, []Route, error) {
 			return nil, nil, fmt.Errorf("addresses of %s: %w", a.Name, err)
 		}
 		for _, ad := range addrs {
-			if ad.IP.IsLinkLocalUnicast() {
+			// IPv6's link-local address is every interface's own (the
+			// guest makes one); an IPv4 one (169.254.x.y) is assigned.
+			if ad.IP.To4() == nil && ad.IP.IsLinkLocalUnicast() {
 				continue
 			}
 			ifc.Addrs = append(ifc.Addrs, ad.IPNet)

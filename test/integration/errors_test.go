@@ -45,6 +45,13 @@ func TestRunBadInput(t *testing.T) {
 		}, want: []string{"config.json", "is a directory"}},
 		{name: "missing rootfs", mutate: func(t *testing.T, b *bundle) { os.RemoveAll(b.rootfs()) }, want: []string{"root.path", "rootfs", "no such file"}},
 		{name: "no args", mutate: func(t *testing.T, b *bundle) { b.Spec.Process.Args = nil; b.save(t) }, want: []string{"process.args is empty"}},
+		{name: "sysctl of an interface the container lacks", mutate: func(t *testing.T, b *bundle) {
+			// A network namespace of its own, with nothing in it (runc
+			// refuses net sysctls without one).
+			b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+			b.Spec.Linux.Sysctl = map[string]string{"net.ipv4.conf.eth0.rp_filter": "2"}
+			b.save(t)
+		}, want: []string{"open sysctl net.ipv4.conf.eth0.rp_filter file", "no such file"}},
 		{name: "bad nics without a network namespace", mutate: func(t *testing.T, b *bundle) {
 			var keep []specs.LinuxNamespace
 			for _, ns := range b.Spec.Linux.Namespaces {

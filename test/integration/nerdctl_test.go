@@ -735,6 +735,25 @@ func TestNerdctlExt4RootfsShimKilled(t *testing.T) {
 		return strings.Contains(n.ok("ps", "-a", "--format", "{{.Status}}", "-f", "name=e4k"), "Exited") ||
 			strings.Contains(n.ok("ps", "-a", "--format", "{{.Status}}", "-f", "name=e4k"), "Created")
 	})
+	// containerd restarted during that clean-up runs it again, the
+	// rootfs no longer mounted: the image is not synced into the empty
+	// directory under it (containerd removes the bundle), it stays.
+	id := strings.TrimSpace(n.ok("inspect", "-f", "{{.ID}}", "e4k"))
+	bundle := t.TempDir()
+	if err := os.Mkdir(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	again := exec.Command(filepath.Join(repoRoot, "_output", "bin", "containerd-shim-vz-v2"), "-namespace", n.c.ns, "-id", id, "-bundle", bundle, "delete")
+	again.Dir = bundle
+	if out, err := again.CombinedOutput(); err != nil {
+		t.Fatalf("the shim's delete run again: %v: %s", err, out)
+	}
+	if ents, _ := os.ReadDir(bundle); len(ents) != 1 {
+		t.Errorf("the clean-up run again wrote into the bundle it was given: %v", ents)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(bundle, "rootfs")); len(ents) != 0 {
+		t.Errorf("the clean-up run again synced into an unmounted rootfs: %v", ents)
+	}
 	if out, errs, code := n.run("", "start", "-a", "e4k"); code != 0 || out != "before-the-kill\n" {
 		t.Errorf("start -a after the shim's kill -9: exit %d, %q %q (the file written before the kill should be there)", code, out, errs)
 	}

@@ -703,6 +703,8 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 		sh("ip", "-n", name, "link", "set", ifc, "up")
 	}
 	sh("ip", "-n", name, "route", "add", "default", "via", fmt.Sprintf("10.215.%d.1", n))
+	// An IPv4 link-local address is an address like any other.
+	sh("ip", "-n", name, "addr", "add", "169.254.10.5/16", "dev", "eth0")
 	sh("ip", "-n", name, "route", "add", "10.217.0.0/16", "via", fmt.Sprintf("10.216.%d.1", n))
 	sh("ip", "-n", name, "route", "add", "10.218.0.0/16", "via", "10.219.0.1", "dev", "net1", "onlink")
 	// Two routes to one destination with one metric: the first in the
@@ -745,6 +747,7 @@ func TestNetworkNamespacePathTwoInterfaces(t *testing.T) {
 	}
 	for _, want := range []string{
 		fmt.Sprintf("eth0 inet 10.215.%d.2/24", n),
+		"eth0 inet 169.254.10.5/16",
 		fmt.Sprintf("net1 inet 10.216.%d.2/24", n),
 		fmt.Sprintf("default via 10.215.%d.1 dev eth0", n),
 		fmt.Sprintf("10.217.0.0/16 via 10.216.%d.1 dev net1", n),
@@ -814,5 +817,43 @@ func TestNetworkFailedCreateCleansUp(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the poststop hook did not run before create returned: %v", err)
+	}
+}
+
+// An interrupted detached create (^C, SIGTERM) abandons the container the
+// way a kill -9 of it does: its monitor undoes what it made (a redirect in
+// a namespace given by path, the poststop hooks) before create returns.
+func TestNetworkInterruptedCreateCleansUp(t *testing.T) {
+	v := newVZ(t)
+	h := newHostNetNS(t)
+	b := newBundle(t, "sleep", "100")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: h.path})
+	dir := t.TempDir()
+	started, marker := filepath.Join(dir, "hook-started"), filepath.Join(dir, "poststop-ran")
+	b.Spec.Hooks = &specs.Hooks{
+		CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch " + started + "; sleep 1"}}},
+		Poststop:      []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo ran >> " + marker}}},
+	}
+	b.save(t)
+	id := uniqueID(t)
+	cmd := v.cmd("create", "--bundle", b.Dir, id)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if err == nil {
+		v.run("", "delete", "-f", id)
+		t.Fatalf("an interrupted create succeeded")
+	}
+	if q := h.tc(t); strings.Contains(q, "ingress") {
+		t.Errorf("an interrupted create left an ingress qdisc on eth0:\n%s", q)
+	}
+	if got, err := os.ReadFile(marker); err != nil || string(got) != "ran\n" {
+		t.Errorf("poststop hooks after an interrupted create: %q, %v (want one run)", got, err)
+	}
+	if r := v.run("", "state", id); r.code == 0 {
+		t.Errorf("the interrupted container's state is still there: %s", r.stdout)
 	}
 }
