@@ -398,11 +398,8 @@ func syncLeftImage(ctx context.Context, dir *StateDir, st *State, withState bool
 		return nil
 	}
 	if err := syncExt4Back(ctx, img, st.Rootfs); err != nil {
-		if withState {
-			return &imageKeptError{img: img, id: st.ID, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", st.ID, st.Rootfs, err)}
-		}
 		var kept *imageKeptError
-		if err := keepImage(ctx, img, st.Rootfs, st.ID, err); errors.As(err, &kept) {
+		if err := keepImage(ctx, img, st.Rootfs, st.ID, err, withState); errors.As(err, &kept) {
 			return err
 		}
 		// The delete goes on (else the container could never be
@@ -427,14 +424,15 @@ func keepLeftImage(dir *StateDir, st *State) error {
 // keepImage keeps the container's data when its ext4 image could not be
 // synced back (syncErr: a full disk, say): the image is moved (or, from
 // another file system, copied sparsely) beside the rootfs, as
-// rootfs-ID.ext4, and the error says so. Where even that fails, the image
-// stays in the state dir, which must then stay too: an *imageKeptError.
-func keepImage(ctx context.Context, img, rootfs, id string, syncErr error) error {
+// rootfs-ID.ext4, and the error says so. Where even that fails, or with
+// withState, the image stays in the state dir, which must then stay too:
+// an *imageKeptError.
+func keepImage(ctx context.Context, img, rootfs, id string, syncErr error, withState bool) error {
 	keep := filepath.Join(filepath.Dir(rootfs), "rootfs-"+id+".ext4")
-	// A rootfs that is a mount of its own is a runtime's (the shim's:
-	// containerd removes its bundle directory with the task): the image
-	// stays with the container's state instead.
-	if !sameFileSystem(filepath.Dir(rootfs), rootfs) {
+	// A runtime's rootfs (the shim's: containerd removes its bundle
+	// directory with the task; a rootfs that is a mount of its own) keeps
+	// the image with the container's state instead.
+	if withState || !sameFileSystem(filepath.Dir(rootfs), rootfs) {
 		return &imageKeptError{img: img, id: id, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", id, rootfs, syncErr)}
 	}
 	err := os.Rename(img, keep)

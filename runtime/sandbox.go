@@ -149,10 +149,7 @@ func (r *Runtime) planVM(ctx context.Context, id, bundle string, spec *specs.Spe
 		// is synced by delete (syncLeftImage).
 		p.afterStop = func(ctx context.Context) error {
 			if err := syncExt4Back(ctx, img, rootfs); err != nil {
-				if r.ImagesStayWithState {
-					return &imageKeptError{img: img, id: id, err: fmt.Errorf("syncing the ext4 rootfs of %s back into %s: %w", id, rootfs, err)}
-				}
-				return keepImage(ctx, img, rootfs, id, err)
+				return keepImage(ctx, img, rootfs, id, err, r.ImagesStayWithState)
 			}
 			return os.Remove(img)
 		}
